@@ -1,0 +1,36 @@
+# Two entry points (README): `make demo` and `make test`. Each creates or reuses .venv.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: venv demo test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[all,dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Synthesise a small SYSU-MM01-layout data set, train the tiny recipe on CPU, evaluate.
+demo: $(STAMP)
+	$(PY) -m mvd_cli.demo
+
+# The full default test suite (both backends, parity); slow tests: `make test-all`.
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ""
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_train.py --backend torch
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

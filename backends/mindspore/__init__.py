@@ -1,0 +1,1 @@
+"""The MindSpore backend (CPU, GPU, Ascend)."""

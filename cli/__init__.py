@@ -1,0 +1,1 @@
+"""mvd_cli: the `mvd` command line (typer)."""

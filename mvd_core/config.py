@@ -1,0 +1,393 @@
+"""Configs: YAML recipes (configs/*.yaml) → frozen dataclasses, with `--set key=value` overrides.
+
+A recipe file holds any subset of the sections below; a recipe may name another with
+``base: NAME`` and override it. Unknown keys and wrong types are rejected naming the key and the
+file. The fully resolved config is written next to a run's outputs (:func:`save_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mvd_core.errors import ConfigError
+
+#: folder holding the shipped recipes
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "sysu"  # sysu | regdb
+    root: str = ""  # data set root (raw layout, SPEC §6)
+    cache: str = ""  # SYSU preprocessed .npy folder ("" = <root>)
+    height: int = 288
+    width: int = 144
+    num_ids: int = 8  # identities per batch
+    num_pos: int = 4  # images per identity and modality
+    sampler: str = "ms"  # ms: ids without replacement per batch; pt: every id once per epoch
+    augment: str = "ms"  # ms: grey p, flip, erasing; pt: flip only
+    pad: int = 10  # pad before random crop (0 = no crop)
+    flip_p: float = 0.5
+    grayscale_p: float = 0.5  # visible only
+    erasing_p: float = 0.5
+    trial: int = 1  # RegDB split 1..10
+    workers: int = 2  # loader worker threads/processes
+    prefetch: int = 4  # batches prepared ahead
+    synthetic: bool = False  # informational: data written by `mvd synth`
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    width: int = 64  # ResNet-50 base channel count (64 = the real ResNet-50)
+    last_stride: int = 2  # layer4 stride (pt: 1)
+    cam: bool = False  # channel attention before layer2/3/4 (pt: true)
+    bnneck_bias: bool = True  # BN-neck beta trainable (pt: false, frozen at 0)
+    vib_hidden: tuple[int, int] = (1000, 500)  # VIB encoder hidden sizes
+    vib_dim: int = 512  # z size
+    vib_cls_hidden: int = 256  # VIB classifier hidden size
+    dropout: float = 0.5  # VIB classifier dropout (0 disables, used by parity)
+    feat_norm: str = "part"  # test feature L2 norm: part (each 2048 block) | joint | none
+    pretrain: str = ""  # torchvision-format ResNet-50 state dict or MindSpore checkpoint
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    preset: str = "id+tri+kldiv"  # id | id+tri | id+tri+kldiv | mvd-pt
+    label_smoothing: float = 0.0  # pt: 0.1
+    triplet: str = "batch_hard"  # batch_hard | ranked_list
+    margin: float = 0.3  # batch-hard margin
+    rll_m1: float = 0.9  # ranked-list intra-modality margin
+    rll_m2: float = 1.0  # ranked-list cross-modality margin
+    rll_a1: float = 2.2  # ranked-list intra-modality threshold
+    rll_a2: float = 2.0  # ranked-list cross-modality threshold
+    kl: str = "proper"  # proper | legacy
+    temperature: float = 1.0
+    sinkhorn_eps: float = 0.01
+    sinkhorn_iters: int = 100
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adam"  # adam | sgd
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # sgd
+    nesterov: bool = True  # sgd
+    betas: tuple[float, float] = (0.9, 0.999)  # adam
+    eps: float = 1e-8  # adam
+    trunk_lr_mult: float = 0.1  # ResNet trunks (+CAM) relative to lr
+    head_lr_mult: float = 1.0  # BN-necks, classifiers, VIB heads relative to lr
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kind: str = "ms"  # ms | pt (SPEC §4)
+    epochs: int = 80
+    warmup: int = 5  # warm-up epochs
+    warmup_from: float = 0.0  # pt: 0.01 (fraction of lr at the first epoch)
+    start_decay: int = 15  # ms
+    end_decay: int = 27  # ms
+    milestones: tuple[int, ...] = ()  # pt: (210,)
+    gamma: float = 0.1
+    steps_per_epoch: int = 0  # 0 = as the sampler defines it; >0 caps it (tiny runs)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = 5  # evaluate every N epochs (0 = only at the end)
+    sysu_mode: str = "all"  # all | indoor
+    shot: str = "single"  # single | multi
+    trials: int = 10
+    regdb_mode: str = "v2t"  # v2t | t2v
+    metric: str = "euclidean"  # euclidean | cosine
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    backend: str = "torch"  # torch | mindspore
+    device: str = "cpu"
+    seed: int = 0
+    out: str = "runs"  # runs/<tag>/...
+    tag: str = ""  # "" = recipe name + time stamp
+    log_every: int = 10  # steps between log lines
+    ckpt_every: int = 1  # epochs between checkpoints
+    val_ids: int = 0  # carve N training ids for validation / "best" checkpoint
+    amp: str = "none"  # none | bf16 | fp16 (torch CUDA)
+    ms_mode: str = "pynative"  # graph | pynative (mindspore)
+
+
+@dataclass(frozen=True)
+class Config:
+    recipe: str = "mvd-ms"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+#: allowed values of the string fields that are choices
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.dataset": ("sysu", "regdb"),
+    "data.sampler": ("ms", "pt"),
+    "data.augment": ("ms", "pt"),
+    "model.feat_norm": ("part", "joint", "none"),
+    "loss.preset": ("id", "id+tri", "id+tri+kldiv", "mvd-pt"),
+    "loss.triplet": ("batch_hard", "ranked_list"),
+    "loss.kl": ("proper", "legacy"),
+    "optim.name": ("adam", "sgd"),
+    "schedule.kind": ("ms", "pt"),
+    "eval.sysu_mode": ("all", "indoor"),
+    "eval.shot": ("single", "multi"),
+    "eval.regdb_mode": ("v2t", "t2v"),
+    "eval.metric": ("euclidean", "cosine"),
+    "run.backend": ("torch", "mindspore"),
+    "run.amp": ("none", "bf16", "fp16"),
+    "run.ms_mode": ("graph", "pynative"),
+}
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "recipe"}
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _section_cls(name: str) -> type:
+    return {
+        "data": DataConfig,
+        "model": ModelConfig,
+        "loss": LossConfig,
+        "optim": OptimConfig,
+        "schedule": ScheduleConfig,
+        "eval": EvalConfig,
+        "run": RunConfig,
+    }[name]
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML value to the dataclass field type; raise ConfigError naming `where`."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if value is None:
+            return ""
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if origin in (typing.Union, types.UnionType):  # pragma: no cover - not used yet
+        for a in typing.get_args(tp):
+            try:
+                return _coerce(value, a, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: unexpected value {value!r}")
+    raise ConfigError(f"{where}: unsupported type {tp!r}")  # pragma: no cover
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _apply(cfg: Config, updates: dict[str, Any], source: str) -> Config:
+    """Apply a nested {section: {key: value}} mapping from `source` (a file name or '--set')."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(updates).__name__}")
+    top: dict[str, Any] = {}
+    for sec, values in updates.items():
+        if sec in ("base",):
+            continue
+        if sec == "recipe":
+            top["recipe"] = _coerce(values, str, f"{source}: recipe")
+            continue
+        if sec not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section {sec!r} (expected one of {', '.join(SECTIONS)})"
+            )
+        cls = _section_cls(sec)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {sec!r} must be a mapping")
+        hints = _hints(cls)
+        current = getattr(cfg, sec)
+        changes = {}
+        for key, val in values.items():
+            if key not in hints:
+                raise ConfigError(
+                    f"{source}: unknown key {sec}.{key} (expected one of {', '.join(hints)})"
+                )
+            v = _coerce(val, hints[key], f"{source}: {sec}.{key}")
+            choices = CHOICES.get(f"{sec}.{key}")
+            if choices is not None and v not in choices:
+                raise ConfigError(
+                    f"{source}: {sec}.{key}={v!r} is not one of {', '.join(choices)}"
+                )
+            changes[key] = v
+        top[sec] = dataclasses.replace(current, **changes)
+    return dataclasses.replace(cfg, **top)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} malformed YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """A recipe name (``tiny``) or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    cand = RECIPE_DIR / f"{name_or_path}.yaml"
+    if cand.exists():
+        return cand
+    raise ConfigError(
+        f"unknown recipe {name_or_path!r} (expected one of {', '.join(recipe_names())} "
+        "or a path to a .yaml file)"
+    )
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> Config:
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back on itself")
+    data = _read_yaml(path)
+    base = data.get("base")
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base: expected a recipe name, got {base!r}")
+        cfg = _load_chain(resolve_recipe_path(base), seen + (path.resolve(),))
+    else:
+        cfg = Config()
+    cfg = _apply(cfg, data, str(path))
+    if "recipe" not in data:
+        cfg = dataclasses.replace(cfg, recipe=path.stem)
+    return cfg
+
+
+def parse_override(expr: str) -> tuple[str, str, Any]:
+    """``section.key=value`` → (section, key, value parsed as YAML)."""
+    if "=" not in expr:
+        raise ConfigError(f"--set {expr!r}: expected section.key=value (e.g. model.width=16)")
+    key, _, raw = expr.partition("=")
+    key = key.strip()
+    if key.count(".") != 1:
+        raise ConfigError(f"--set {expr!r}: expected section.key=value (e.g. model.width=16)")
+    sec, name = key.split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {expr!r}: cannot parse the value {raw!r}") from None
+    return sec, name, value
+
+
+def load_config(recipe: str = "mvd-ms", overrides: typing.Sequence[str] = ()) -> Config:
+    """Load a recipe (name or path), then apply ``section.key=value`` overrides in order."""
+    cfg = _load_chain(resolve_recipe_path(recipe))
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
+    for expr in overrides:
+        sec, name, value = parse_override(expr)
+        cfg = _apply(cfg, {sec: {name: value}}, "--set")
+    return cfg
+
+
+def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """Programmatic override: ``replace(cfg, model={"width": 8})`` (validated like YAML)."""
+    return _apply(cfg, sections, "replace()")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    def conv(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+
+    out: dict[str, Any] = {"recipe": cfg.recipe}
+    for sec in SECTIONS:
+        out[sec] = {k: conv(v) for k, v in dataclasses.asdict(getattr(cfg, sec)).items()}
+    return out
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    return _apply(Config(), data, source)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write text to ``path`` via a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Write the fully resolved config as YAML (atomically)."""
+    atomic_write_text(path, dump_yaml(cfg))

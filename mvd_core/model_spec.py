@@ -1,0 +1,176 @@
+"""The MVD network's parameters, framework-free: canonical names, shapes, roles and the seeded
+NumPy initialisation both backends load, so a torch and a MindSpore model built with the same
+seed start from the same bits.
+
+Canonical names are the torch backend's ``state_dict`` names (without ``num_batches_tracked``):
+
+    {b}.trunk.<torchvision ResNet-50 name>      b in v (visible), i (infrared), s (shared)
+    {b}.cam{2,3,4}.gamma                        channel attention before layer2/3/4 (cam only)
+    {b}.bnneck.{weight,bias,running_mean,running_var}
+    {b}.classifier.weight                       (num_classes, feat_dim), no bias
+    {b}.vib.encoder.{0,3,6}.{weight,bias}       Linear(feat,h1) BN ReLU Linear(h1,h2) BN ReLU Linear(h2,z)
+    {b}.vib.encoder.{1,4}.<bn>
+    {b}.vib.classifier.{0,4}.{weight,bias}      Linear(z,hc) BN LeakyReLU(0.1) Dropout Linear(hc,C)
+    {b}.vib.classifier.1.<bn>
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mvd_core.config import ModelConfig
+
+BRANCHES = ("v", "i", "s")
+BLOCKS = (3, 4, 6, 3)  # ResNet-50
+EXPANSION = 4
+BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1  # torch convention (MindSpore: 1 - 0.1)
+LEAKY_SLOPE = 0.1
+
+# init kinds
+KAIMING_OUT = "kaiming_normal_fan_out"  # convs, as torchvision
+ONES = "ones"
+ZEROS = "zeros"
+NORMAL_001 = "normal_0.001"  # ID classifiers
+LINEAR_U = "uniform_fan_in"  # torch nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    shape: tuple[int, ...]
+    init: str
+    trainable: bool  # False: a buffer (BN running stats) or a frozen parameter
+    buffer: bool  # BN running statistics
+    group: str  # "trunk" (lr × trunk_lr_mult) | "head" (lr × head_lr_mult)
+    fan_in: int = 0  # for LINEAR_U (bias uses its weight's fan_in)
+
+
+def feat_dim(cfg: ModelConfig) -> int:
+    """Width of one branch's pooled feature (2048 for the real ResNet-50)."""
+    return cfg.width * 8 * EXPANSION
+
+
+def test_feat_dim(cfg: ModelConfig) -> int:
+    return 4 * feat_dim(cfg)
+
+
+def _bn(out: dict[str, ParamSpec], prefix: str, n: int, group: str, bias_trainable=True) -> None:
+    out[f"{prefix}.weight"] = ParamSpec((n,), ONES, True, False, group)
+    out[f"{prefix}.bias"] = ParamSpec((n,), ZEROS, bias_trainable, False, group)
+    out[f"{prefix}.running_mean"] = ParamSpec((n,), ZEROS, False, True, group)
+    out[f"{prefix}.running_var"] = ParamSpec((n,), ONES, False, True, group)
+
+
+def _conv(out: dict[str, ParamSpec], name: str, co: int, ci: int, k: int) -> None:
+    out[name] = ParamSpec((co, ci, k, k), KAIMING_OUT, True, False, "trunk")
+
+
+def _linear(out: dict[str, ParamSpec], prefix: str, ci: int, co: int) -> None:
+    out[f"{prefix}.weight"] = ParamSpec((co, ci), LINEAR_U, True, False, "head", ci)
+    out[f"{prefix}.bias"] = ParamSpec((co,), LINEAR_U, True, False, "head", ci)
+
+
+def trunk_spec(width: int = 64) -> dict[str, ParamSpec]:
+    """A torchvision ResNet-50 (without fc), torchvision names, at base width ``width``."""
+    out: dict[str, ParamSpec] = {}
+    _conv(out, "conv1.weight", width, 3, 7)
+    _bn(out, "bn1", width, "trunk")
+    inplanes = width
+    for li, nblocks in enumerate(BLOCKS, start=1):
+        planes = width * 2 ** (li - 1)
+        for bi in range(nblocks):
+            p = f"layer{li}.{bi}"
+            _conv(out, f"{p}.conv1.weight", planes, inplanes, 1)
+            _bn(out, f"{p}.bn1", planes, "trunk")
+            _conv(out, f"{p}.conv2.weight", planes, planes, 3)
+            _bn(out, f"{p}.bn2", planes, "trunk")
+            _conv(out, f"{p}.conv3.weight", planes * EXPANSION, planes, 1)
+            _bn(out, f"{p}.bn3", planes * EXPANSION, "trunk")
+            if bi == 0:  # every ResNet-50 stage starts with a projection shortcut
+                _conv(out, f"{p}.downsample.0.weight", planes * EXPANSION, inplanes, 1)
+                _bn(out, f"{p}.downsample.1", planes * EXPANSION, "trunk")
+            inplanes = planes * EXPANSION
+    return out
+
+
+def model_spec(cfg: ModelConfig, num_classes: int) -> dict[str, ParamSpec]:
+    """Every parameter and buffer of the MVD network, canonical names, in a fixed order."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
+    fd = feat_dim(cfg)
+    h1, h2 = cfg.vib_hidden
+    out: dict[str, ParamSpec] = {}
+    trunk = trunk_spec(cfg.width)
+    for b in BRANCHES:
+        for name, spec in trunk.items():
+            out[f"{b}.trunk.{name}"] = spec
+        if cfg.cam:
+            for k in (2, 3, 4):
+                out[f"{b}.cam{k}.gamma"] = ParamSpec((1,), ZEROS, True, False, "trunk")
+        _bn(out, f"{b}.bnneck", fd, "head", bias_trainable=cfg.bnneck_bias)
+        out[f"{b}.classifier.weight"] = ParamSpec((num_classes, fd), NORMAL_001, True, False, "head")
+        _linear(out, f"{b}.vib.encoder.0", fd, h1)
+        _bn(out, f"{b}.vib.encoder.1", h1, "head")
+        _linear(out, f"{b}.vib.encoder.3", h1, h2)
+        _bn(out, f"{b}.vib.encoder.4", h2, "head")
+        _linear(out, f"{b}.vib.encoder.6", h2, cfg.vib_dim)
+        _linear(out, f"{b}.vib.classifier.0", cfg.vib_dim, cfg.vib_cls_hidden)
+        _bn(out, f"{b}.vib.classifier.1", cfg.vib_cls_hidden, "head")
+        _linear(out, f"{b}.vib.classifier.4", cfg.vib_cls_hidden, num_classes)
+    return out
+
+
+def num_parameters(spec: dict[str, ParamSpec]) -> int:
+    """Parameters (trainable or frozen), buffers excluded."""
+    return int(sum(np.prod(s.shape) for s in spec.values() if not s.buffer))
+
+
+def init_params(spec: dict[str, ParamSpec], seed: int) -> dict[str, np.ndarray]:
+    """Seeded float32 initial values for every entry of ``spec`` (the same on every backend)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for name, s in spec.items():
+        if s.init == ONES:
+            a = np.ones(s.shape, np.float32)
+        elif s.init == ZEROS:
+            a = np.zeros(s.shape, np.float32)
+        elif s.init == KAIMING_OUT:
+            fan_out = s.shape[0] * int(np.prod(s.shape[2:]))
+            a = rng.standard_normal(s.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_out))
+        elif s.init == NORMAL_001:
+            a = rng.standard_normal(s.shape, dtype=np.float32) * np.float32(0.001)
+        elif s.init == LINEAR_U:
+            bound = 1.0 / np.sqrt(s.fan_in)
+            a = rng.uniform(-bound, bound, s.shape).astype(np.float32)
+        else:  # pragma: no cover - spec and init kinds are written together
+            raise ValueError(f"{name}: unknown init kind {s.init!r}")
+        out[name] = a
+    return out
+
+
+def check_state(
+    params: dict[str, np.ndarray], spec: dict[str, ParamSpec], source: str, strict: bool = True
+) -> None:
+    """Raise ValueError naming every missing, unexpected or mis-shaped entry (``source`` names
+    the file or object being loaded)."""
+    missing = [k for k in spec if k not in params]
+    unexpected = [k for k in params if k not in spec]
+    shapes = [
+        f"{k} {tuple(np.shape(params[k]))} != {spec[k].shape}"
+        for k in spec
+        if k in params and tuple(np.shape(params[k])) != spec[k].shape
+    ]
+    problems = []
+    if shapes:
+        problems.append("mis-shaped: " + ", ".join(shapes[:10]) + (" ..." if len(shapes) > 10 else ""))
+    if strict and missing:
+        problems.append("missing: " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    if strict and unexpected:
+        problems.append(
+            "unexpected: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else "")
+        )
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems))

@@ -1,0 +1,94 @@
+"""ImageNet-pretrained ResNet-50 weights from a user-given file, into all three MVD trunks.
+
+Nothing is downloaded. Accepted files (torchvision parameter names unless stated):
+
+* ``.safetensors`` / ``.npz`` — framework-free (``mvd convert`` writes these); read with NumPy
+  (``allow_pickle=False``);
+* ``.pth`` / ``.pt`` / ``.bin`` — a torchvision-format state dict, read by the torch backend's
+  ``convert.read_torchvision_resnet50`` with ``weights_only=True`` (needs torch);
+* ``.ckpt`` — a MindSpore checkpoint of a ResNet-50, read by the MindSpore backend's
+  ``convert.read_mindspore_resnet50`` (needs mindspore).
+
+``fc.*`` (the ImageNet classifier) and ``num_batches_tracked`` are dropped; every other name
+must match a torchvision ResNet-50 at the model's width exactly (missing, unexpected or
+mis-shaped names are an error naming them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mvd_core.errors import MvdError
+from mvd_core.model_spec import BRANCHES, check_state, trunk_spec
+
+_FRAMEWORK_READERS = {
+    ".pth": ("mvd_backends.torch.convert", "read_torchvision_resnet50", "mvd[torch]"),
+    ".pt": ("mvd_backends.torch.convert", "read_torchvision_resnet50", "mvd[torch]"),
+    ".bin": ("mvd_backends.torch.convert", "read_torchvision_resnet50", "mvd[torch]"),
+    ".ckpt": ("mvd_backends.mindspore.convert", "read_mindspore_resnet50", "mvd[mindspore]"),
+}
+
+
+def clean_resnet50_names(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Strip a DataParallel ``module.`` prefix; drop ``fc.*`` and ``num_batches_tracked``."""
+    out = {}
+    for k, v in params.items():
+        if k.startswith("module."):
+            k = k[len("module.") :]
+        if k.startswith("fc.") or k.endswith("num_batches_tracked"):
+            continue
+        out[k] = np.asarray(v, dtype=np.float32)
+    return out
+
+
+def read_resnet50(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """A ResNet-50's parameters in torchvision names (float32), whatever the file format."""
+    p = Path(path)
+    if not p.is_file():
+        raise MvdError(f"{p}: pretrained weights file not found")
+    suffix = p.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        try:
+            raw = load_file(str(p))
+        except Exception as e:  # noqa: BLE001 - any parse failure is bad input
+            raise MvdError(f"{p}: not a readable safetensors file ({e})") from None
+    elif suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                raw = {k: z[k] for k in z.files}
+        except Exception as e:  # noqa: BLE001
+            raise MvdError(f"{p}: not a readable .npz file ({e})") from None
+    elif suffix in _FRAMEWORK_READERS:
+        module, fn, extra = _FRAMEWORK_READERS[suffix]
+        try:
+            reader = getattr(importlib.import_module(module), fn)
+        except ImportError as e:
+            raise MvdError(f"{p}: reading {suffix} files needs {extra} ({e})") from None
+        try:
+            raw = reader(p)
+        except MvdError:
+            raise
+        except ValueError as e:
+            raise MvdError(str(e)) from None
+    else:
+        raise MvdError(
+            f"{p}: unknown weights format {suffix!r} "
+            "(expected .safetensors, .npz, .pth/.pt/.bin (torch) or .ckpt (MindSpore))"
+        )
+    return clean_resnet50_names(raw)
+
+
+def load_trunk_params(path: str | os.PathLike[str], width: int = 64) -> dict[str, np.ndarray]:
+    """The file's ResNet-50 weights as canonical MVD names for the v, i and s trunks."""
+    params = read_resnet50(path)
+    try:
+        check_state(params, trunk_spec(width), f"{path} (ResNet-50, width {width})")
+    except ValueError as e:
+        raise MvdError(str(e)) from None
+    return {f"{b}.trunk.{k}": v for b in BRANCHES for k, v in params.items()}
