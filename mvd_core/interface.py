@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mvd_core.config import Config
+    pass
 
 #: modality codes carried by a Batch (``sub`` in the public codes: 1 = infrared)
 VISIBLE = 0

@@ -1,0 +1,423 @@
+"""Evaluation protocols (SPEC §5): SYSU-MM01 gallery draws and trials, RegDB trials, reports.
+
+Typical use by a driver::
+
+    report = run_sysu(q_feats, q_pids, q_cams, g_feats, g_pids, g_cams, mode="all")
+    print(report.to_table()); report.write_json(out / "eval.json")
+
+    rows = [(t, regdb_trial(vf, vp, tf, tp, direction="v2t")) for t, (vf, vp, tf, tp) in ...]
+    report = Report.from_results(rows, name="RegDB visible->thermal")
+
+SYSU-MM01: features of the whole test set are extracted once; each trial's gallery is an index
+selection (:func:`sysu_gallery_indices`) into the visible test set, so a trial costs one column
+selection of one distance matrix and one :func:`~mvd_core.metrics.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from mvd_core.errors import MvdError
+from mvd_core.metrics import DistanceMetric, EvalResult, distance, evaluate
+
+__all__ = [
+    "SYSU_QUERY_CAMS",
+    "SYSU_GALLERY_CAMS",
+    "SYSU_SHOTS",
+    "SYSU_TRIALS",
+    "REGDB_TRIALS",
+    "REGDB_DIRECTIONS",
+    "REPORT_COLUMNS",
+    "sysu_gallery_indices",
+    "run_sysu",
+    "RegDBTrial",
+    "regdb_trial",
+    "run_regdb",
+    "Report",
+]
+
+log = logging.getLogger(__name__)
+
+SysuMode = Literal["all", "indoor"]
+SysuShot = Literal["single", "multi"]
+RegDBDirection = Literal["v2t", "t2v"]
+
+#: SYSU-MM01 query cameras (infrared).
+SYSU_QUERY_CAMS: tuple[int, ...] = (3, 6)
+#: SYSU-MM01 gallery cameras (visible) per search mode.
+SYSU_GALLERY_CAMS: Mapping[str, tuple[int, ...]] = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
+#: Images drawn per (identity, camera) per shot setting (multi: up to this many).
+SYSU_SHOTS: Mapping[str, int] = {"single": 1, "multi": 10}
+#: Default SYSU-MM01 trials = seeds of the gallery draw.
+SYSU_TRIALS: tuple[int, ...] = tuple(range(10))
+#: RegDB trials (the split files idx/test_*_{t}.txt).
+REGDB_TRIALS: tuple[int, ...] = tuple(range(1, 11))
+#: RegDB directions: visible query -> thermal gallery, and the reverse.
+REGDB_DIRECTIONS: tuple[str, ...] = ("v2t", "t2v")
+#: Columns of a report, in percent.
+REPORT_COLUMNS: tuple[str, ...] = ("R1", "R5", "R10", "R20", "mAP", "mINP")
+
+_REGDB_VISIBLE_CAM, _REGDB_THERMAL_CAM = 1, 2  # camera labels given to RegDB's two modalities
+
+
+def _choice(name: str, value: object, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise MvdError(f"{name}: expected one of {allowed}, got {value!r}")
+    return str(value)
+
+
+def _labels(name: str, value: object, n: int | None = None) -> np.ndarray:
+    a = np.asarray(value)
+    if a.ndim != 1 or a.dtype.kind not in "biu" or (n is not None and a.shape[0] != n):
+        want = "" if n is None else f" of length {n}"
+        raise MvdError(
+            f"{name}: expected a 1-D integer array{want}, got shape {a.shape} dtype {a.dtype}"
+        )
+    return a.astype(np.int64, copy=False)
+
+
+def _rows(name: str, value: object) -> int:
+    shape = np.shape(value)
+    if len(shape) != 2:
+        raise MvdError(f"{name}: expected a 2-D array of shape (num_images, dim), got {shape}")
+    return int(shape[0])
+
+
+# --------------------------------------------------------------------------------------------
+# SYSU-MM01
+
+
+def sysu_gallery_indices(
+    g_pids: np.ndarray,
+    g_cams: np.ndarray,
+    mode: SysuMode = "all",
+    shot: SysuShot = "single",
+    trial: int = 0,
+) -> np.ndarray:
+    """Indices (ascending) into the visible test set forming one trial's gallery.
+
+    For every (identity, camera) present among ``mode``'s cameras, one image (``single``) or up
+    to 10 (``multi``) are drawn uniformly without replacement, seeded by
+    ``np.random.default_rng(trial)``. A random key is drawn for every image of the set whatever
+    the mode, so an indoor draw is the all-search draw of the same trial restricted to cameras
+    1 and 2. The same inputs and trial always give the same indices.
+    """
+    g_pids = _labels("g_pids", g_pids)
+    g_cams = _labels("g_cams", g_cams, g_pids.shape[0])
+    cams = SYSU_GALLERY_CAMS[_choice("mode", mode, SYSU_GALLERY_CAMS)]
+    per_group = SYSU_SHOTS[_choice("shot", shot, SYSU_SHOTS)]
+    if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or trial < 0:
+        raise MvdError(f"trial: expected a non-negative integer seed, got {trial!r}")
+    keys = np.random.default_rng(int(trial)).random(g_pids.shape[0])
+    cand = np.flatnonzero(np.isin(g_cams, cams))
+    if cand.shape[0] == 0:
+        raise MvdError(f"g_cams: expected images from cameras {cams} ({mode} search), found none")
+    cand = cand[np.lexsort((keys[cand], g_cams[cand], g_pids[cand]))]  # by (pid, cam), shuffled
+    p, c = g_pids[cand], g_cams[cand]
+    new_group = np.r_[True, (p[1:] != p[:-1]) | (c[1:] != c[:-1])]
+    group_start = np.flatnonzero(new_group)
+    within = np.arange(cand.shape[0]) - group_start[np.cumsum(new_group) - 1]
+    return np.sort(cand[within < per_group])
+
+
+def run_sysu(
+    q_feats: np.ndarray,
+    q_pids: np.ndarray,
+    q_cams: np.ndarray,
+    g_feats: np.ndarray,
+    g_pids: np.ndarray,
+    g_cams: np.ndarray,
+    mode: SysuMode = "all",
+    shot: SysuShot = "single",
+    trials: Iterable[int] = SYSU_TRIALS,
+    metric: DistanceMetric = "euclidean",
+    *,
+    max_rank: int = 20,
+    chunk: int | None = None,
+) -> Report:
+    """SYSU-MM01 evaluation over gallery-draw trials (SPEC §5).
+
+    Args:
+        q_feats, q_pids, q_cams: the infrared test images (cameras 3 and 6), features once.
+        g_feats, g_pids, g_cams: the whole visible test set (cameras 1, 2, 4, 5), features once.
+        mode: ``"all"`` (gallery cameras 1, 2, 4, 5) or ``"indoor"`` (1, 2).
+        shot: ``"single"`` (1 image per identity and camera) or ``"multi"`` (up to 10).
+        trials: seeds of the gallery draws (default 0..9).
+        metric: distance metric, see :func:`~mvd_core.metrics.distance`.
+
+    The query x candidate-gallery distance matrix is computed once; each trial selects its
+    columns and calls :func:`~mvd_core.metrics.evaluate` with ``protocol="sysu"`` (cam-3
+    queries never see cam-2 images; CMC on the identity-de-duplicated list).
+    """
+    n_q = _rows("q_feats", q_feats)
+    n_g = _rows("g_feats", g_feats)
+    q_pids, q_cams = _labels("q_pids", q_pids, n_q), _labels("q_cams", q_cams, n_q)
+    g_pids, g_cams = _labels("g_pids", g_pids, n_g), _labels("g_cams", g_cams, n_g)
+    mode = _choice("mode", mode, SYSU_GALLERY_CAMS)  # type: ignore[assignment]
+    shot = _choice("shot", shot, SYSU_SHOTS)  # type: ignore[assignment]
+    for name, cams, allowed in (
+        ("q_cams", q_cams, SYSU_QUERY_CAMS),
+        ("g_cams", g_cams, SYSU_GALLERY_CAMS["all"]),
+    ):
+        bad = np.setdiff1d(cams, allowed)
+        if bad.size:
+            raise MvdError(f"{name}: expected SYSU-MM01 cameras {allowed}, got also {bad.tolist()}")
+    trials = list(trials)
+    if not trials:
+        raise MvdError("trials: expected at least one trial seed")
+
+    cand = np.flatnonzero(np.isin(g_cams, SYSU_GALLERY_CAMS[mode]))
+    if cand.shape[0] == 0:
+        raise MvdError(f"g_cams: no image from the {mode}-search cameras")
+    dist = distance(q_feats, np.asarray(g_feats)[cand], metric)
+    rows: list[tuple[int, EvalResult]] = []
+    for trial in trials:
+        idx = sysu_gallery_indices(g_pids, g_cams, mode, shot, trial)
+        cols = np.searchsorted(cand, idx)
+        result = evaluate(
+            dist[:, cols],
+            q_pids,
+            g_pids[idx],
+            q_cams,
+            g_cams[idx],
+            protocol="sysu",
+            max_rank=max_rank,
+            chunk=chunk,
+        )
+        log.info(
+            "SYSU-MM01 %s/%s trial %s: R1 %.2f mAP %.2f",
+            mode,
+            shot,
+            trial,
+            100 * result.cmc[0],
+            100 * result.mAP,
+        )
+        rows.append((int(trial), result))
+    return Report.from_results(
+        rows,
+        name=f"SYSU-MM01 {mode}-search {shot}-shot",
+        settings={
+            "dataset": "sysu",
+            "mode": mode,
+            "shot": shot,
+            "metric": metric,
+            "num_query": n_q,
+            "max_rank": max_rank,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# RegDB
+
+
+class RegDBTrial(NamedTuple):
+    """Features and labels of one RegDB trial (the test split files of that trial)."""
+
+    visible_feats: np.ndarray
+    visible_pids: np.ndarray
+    thermal_feats: np.ndarray
+    thermal_pids: np.ndarray
+
+
+def regdb_trial(
+    visible_feats: np.ndarray,
+    visible_pids: np.ndarray,
+    thermal_feats: np.ndarray,
+    thermal_pids: np.ndarray,
+    *,
+    direction: RegDBDirection = "v2t",
+    metric: DistanceMetric = "euclidean",
+    max_rank: int = 20,
+    chunk: int | None = None,
+) -> EvalResult:
+    """One RegDB trial: ``"v2t"`` = visible queries against the thermal gallery, ``"t2v"`` the
+    reverse; nothing excluded (``protocol="regdb"``)."""
+    direction = _choice("direction", direction, REGDB_DIRECTIONS)  # type: ignore[assignment]
+    v_pids = _labels("visible_pids", visible_pids, _rows("visible_feats", visible_feats))
+    t_pids = _labels("thermal_pids", thermal_pids, _rows("thermal_feats", thermal_feats))
+    v_cams = np.full(v_pids.shape[0], _REGDB_VISIBLE_CAM)
+    t_cams = np.full(t_pids.shape[0], _REGDB_THERMAL_CAM)
+    if direction == "v2t":
+        q, qp, qc, g, gp, gc = visible_feats, v_pids, v_cams, thermal_feats, t_pids, t_cams
+    else:
+        q, qp, qc, g, gp, gc = thermal_feats, t_pids, t_cams, visible_feats, v_pids, v_cams
+    return evaluate(
+        distance(q, g, metric), qp, gp, qc, gc, protocol="regdb", max_rank=max_rank, chunk=chunk
+    )
+
+
+def run_regdb(
+    trials: Mapping[int, RegDBTrial] | Iterable[tuple[int, RegDBTrial]],
+    *,
+    direction: RegDBDirection = "v2t",
+    metric: DistanceMetric = "euclidean",
+    max_rank: int = 20,
+    chunk: int | None = None,
+) -> Report:
+    """RegDB over trials: ``trials`` maps (or yields ``(t, data)`` pairs) trial t in 1..10 to
+    that trial's features, so a generator can extract one trial at a time. For both directions
+    call twice with a mapping or list (a generator is consumed by the first call)."""
+    pairs = trials.items() if isinstance(trials, Mapping) else trials
+    rows: list[tuple[int, EvalResult]] = []
+    for trial, data in pairs:
+        if trial not in REGDB_TRIALS:
+            raise MvdError(f"trials: expected trial numbers in 1..10, got {trial!r}")
+        result = regdb_trial(
+            *data, direction=direction, metric=metric, max_rank=max_rank, chunk=chunk
+        )
+        log.info(
+            "RegDB %s trial %s: R1 %.2f mAP %.2f",
+            direction,
+            trial,
+            100 * result.cmc[0],
+            100 * result.mAP,
+        )
+        rows.append((int(trial), result))
+    arrow = {"v2t": "visible->thermal", "t2v": "thermal->visible"}[direction]
+    return Report.from_results(
+        rows,
+        name=f"RegDB {arrow}",
+        settings={
+            "dataset": "regdb",
+            "direction": direction,
+            "metric": metric,
+            "max_rank": max_rank,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def _percentages(result: EvalResult) -> dict[str, float]:
+    """Report columns of one result in percent (NaN for a rank beyond the CMC's length)."""
+    out = {
+        f"R{k}": 100 * result.cmc[k - 1] if k <= result.max_rank else math.nan
+        for k in (1, 5, 10, 20)
+    }
+    out["mAP"] = 100 * result.mAP
+    out["mINP"] = 100 * result.mINP
+    return out
+
+
+def _round(x: float) -> float | None:
+    return None if math.isnan(x) else round(float(x), 2)
+
+
+@dataclass(frozen=True, eq=False)
+class Report:
+    """Per-trial results and their mean and standard deviation over trials.
+
+    Values are percentages; :meth:`to_table` and :meth:`to_dict` show them with two decimals.
+    The std is the population standard deviation (ddof=0) over the trials.
+    """
+
+    name: str
+    rows: tuple[tuple[int | str, EvalResult], ...]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_results(
+        cls,
+        rows: Iterable[tuple[int | str, EvalResult]],
+        *,
+        name: str = "evaluation",
+        settings: Mapping[str, Any] | None = None,
+    ) -> Report:
+        """Build a report from ``(trial label, result)`` pairs (at least one, labels unique)."""
+        rows = tuple((label, result) for label, result in rows)
+        if not rows:
+            raise MvdError("rows: expected at least one (trial, EvalResult) pair")
+        labels = [label for label, _ in rows]
+        if len(set(labels)) != len(labels):
+            raise MvdError(f"rows: expected unique trial labels, got {labels}")
+        for label, result in rows:
+            if not isinstance(result, EvalResult):
+                raise MvdError(
+                    f"rows: trial {label!r}: expected an EvalResult, got {type(result).__name__}"
+                )
+        return cls(name=name, rows=rows, settings=dict(settings or {}))
+
+    def values(self) -> dict[str, np.ndarray]:
+        """Per-column arrays (one entry per trial, percent, unrounded)."""
+        per_trial = [_percentages(r) for _, r in self.rows]
+        return {c: np.array([p[c] for p in per_trial]) for c in REPORT_COLUMNS}
+
+    @property
+    def mean(self) -> dict[str, float]:
+        """Mean over trials per column (percent, unrounded; NaN if a rank is unavailable)."""
+        return {c: float(v.mean()) for c, v in self.values().items()}
+
+    @property
+    def std(self) -> dict[str, float]:
+        """Population std over trials per column (percent, unrounded)."""
+        return {c: float(v.std()) for c, v in self.values().items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready content; numbers are percentages rounded to two decimals (None = n/a)."""
+        trials = []
+        for label, result in self.rows:
+            row: dict[str, Any] = {"trial": label, "num_valid": result.num_valid}
+            row.update({c: _round(v) for c, v in _percentages(result).items()})
+            trials.append(row)
+        return {
+            "name": self.name,
+            "settings": dict(self.settings),
+            "units": "percent",
+            "num_trials": len(self.rows),
+            "trials": trials,
+            "mean": {c: _round(v) for c, v in self.mean.items()},
+            "std": {c: _round(v) for c, v in self.std.items()},
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_json` atomically (a temporary file in the same folder, then
+        ``os.replace``); a reader never sees a half-written file. Returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.to_json() + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def to_table(self) -> str:
+        """Fixed-width text table: one row per trial, then mean and std (percent, 2 decimals)."""
+
+        def cells(label: object, values: Mapping[str, float], extra: str) -> str:
+            nums = "".join(
+                f"{'-' if math.isnan(values[c]) else format(values[c], '.2f'):>8}"
+                for c in REPORT_COLUMNS
+            )
+            return f"{str(label):<8}{nums}{extra:>8}"
+
+        header = f"{'trial':<8}" + "".join(f"{c:>8}" for c in REPORT_COLUMNS) + f"{'valid':>8}"
+        lines = [self.name, header, "-" * len(header)]
+        lines += [cells(label, _percentages(r), str(r.num_valid)) for label, r in self.rows]
+        lines.append("-" * len(header))
+        lines.append(cells("mean", self.mean, ""))
+        lines.append(cells("std", self.std, ""))
+        return "\n".join(lines)
