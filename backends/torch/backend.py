@@ -1,0 +1,447 @@
+"""The torch implementation of :class:`mvd_core.interface.Backend` (CPU, CUDA).
+
+Optimiser state crosses the interface in a canonical, framework-neutral format that the
+MindSpore backend produces too, so checkpoints are interchangeable:
+
+    adam:  "adam.step" int64 shape () -- updates taken;
+           "adam.m.<param>", "adam.v.<param>" float32 -- first/second moments
+    sgd:   "sgd.momentum.<param>" float32 -- momentum buffer
+    (fp16 AMP only: "amp.scale", "amp.growth_tracker" -- the GradScaler, torch-only)
+
+with ``<param>`` every *trainable* canonical parameter. Before the first step the moments are
+zeros (torch's lazily created state is equivalent to zeros: Adam at step 0, SGD's first
+``buf = grad`` equals ``0·momentum + grad``). Weight decay is L2 added to the gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from mvd_core.config import Config
+from mvd_core.errors import BackendUnavailable, MvdError
+from mvd_core.interface import Batch
+from mvd_core.losses_spec import preset_weights
+from mvd_core.model_spec import ParamSpec, check_state, init_params, model_spec, test_feat_dim
+
+from . import losses
+from .convert import torch_to_canonical
+from .network import MVDNet
+
+log = logging.getLogger(__name__)
+
+_MODALITIES = ("visible", "thermal")
+
+
+def _resolve_device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailable(
+                f"--device {device!r}: this torch build has no usable CUDA device "
+                f"(torch {torch.__version__})"
+            )
+        idx = dev.index or 0
+        if idx >= torch.cuda.device_count():
+            raise BackendUnavailable(
+                f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+        return torch.device("cuda", idx)
+    if dev.type != "cpu":
+        raise MvdError(f"--device {device!r}: the torch backend runs on cpu, cuda, cuda:N")
+    return dev
+
+
+class TorchBackend:
+    """MVD on PyTorch. ``cfg`` is the whole resolved config (model, loss, optim, eval, run)."""
+
+    name = "torch"
+
+    def __init__(self, cfg: Config, num_classes: int, device: str = "cpu", seed: int = 0) -> None:
+        self.cfg = cfg
+        self.num_classes = int(num_classes)
+        self.device = _resolve_device(device)
+        self.seed = int(seed)
+        self._amp_dtype = self._check_amp(cfg.run.amp)
+        # The backend's own RNG stream (dropout): seeded here, swapped in around every call
+        # that may draw from it, so that several backends in one process do not interfere.
+        outer = self._global_rng()
+        torch.manual_seed(self.seed)
+        self._rng: dict[str, torch.Tensor] = self._global_rng()
+        self._set_global_rng(outer)
+
+        self.spec: dict[str, ParamSpec] = model_spec(cfg.model, self.num_classes)
+        params = init_params(self.spec, self.seed)
+        if cfg.model.pretrain:
+            from mvd_core.pretrained import load_trunk_params
+
+            trunk = load_trunk_params(cfg.model.pretrain, cfg.model.width)
+            unknown = [k for k in trunk if k not in self.spec]
+            if unknown:
+                raise MvdError(f"{cfg.model.pretrain}: not trunk parameters: {unknown[:5]}")
+            params.update(trunk)
+            log.info("loaded %d pretrained trunk tensors from %s", len(trunk), cfg.model.pretrain)
+
+        self.net = MVDNet(cfg.model, self.num_classes)
+        self._tensors = self._canonical_tensors()
+        self._load(params, "initial parameters", strict=True)
+        self.net.to(self.device)
+        self._tensors = self._canonical_tensors()  # re-bind after .to(): moved storages
+
+        self.trainable = [k for k, s in self.spec.items() if s.trainable]
+        self._opt = self._make_optimizer()
+        self._scaler: torch.amp.GradScaler | None = None
+        if self._amp_dtype == torch.float16:
+            self._scaler = torch.amp.GradScaler("cuda")
+        log.info(
+            "torch backend: %s, %d classes, %d trainable tensors, amp=%s",
+            self.device,
+            self.num_classes,
+            len(self.trainable),
+            cfg.run.amp,
+        )
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _check_amp(self, amp: str) -> torch.dtype | None:
+        if amp == "none":
+            return None
+        if amp not in ("bf16", "fp16"):
+            raise MvdError(f"run.amp={amp!r}: expected none, bf16 or fp16")
+        if self.device.type != "cuda":
+            raise MvdError(
+                f"run.amp={amp}: mixed precision needs a CUDA device (got {self.device}); "
+                "use run.amp=none on the CPU"
+            )
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+
+    def _canonical_tensors(self) -> dict[str, torch.Tensor]:
+        """Canonical name → the live parameter/buffer tensor (no num_batches_tracked)."""
+        live = dict(self.net.named_parameters())
+        live.update(dict(self.net.named_buffers()))
+        missing = [k for k in self.spec if k not in live]
+        extra = [k for k in live if k not in self.spec and not k.endswith("num_batches_tracked")]
+        if missing or extra:  # a network/spec mismatch is a programming error
+            raise RuntimeError(f"MVDNet vs model_spec: missing {missing[:5]}, extra {extra[:5]}")
+        return {k: live[k] for k in self.spec}
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        groups = []
+        for group, mult in (("trunk", o.trunk_lr_mult), ("head", o.head_lr_mult)):
+            names = [k for k in self.trainable if self.spec[k].group == group]
+            if names:
+                groups.append(
+                    {
+                        "params": [self._tensors[k] for k in names],
+                        "names": names,
+                        "lr": o.lr * mult,
+                        "lr_mult": mult,
+                    }
+                )
+        if o.name == "adam":
+            return torch.optim.Adam(
+                groups,
+                lr=o.lr,
+                betas=tuple(o.betas),
+                eps=o.eps,
+                weight_decay=o.weight_decay,
+                foreach=True,  # multi-tensor kernels: far less per-parameter overhead, CPU too
+            )
+        if o.name == "sgd":
+            return torch.optim.SGD(
+                groups,
+                lr=o.lr,
+                momentum=o.momentum,
+                nesterov=o.nesterov,
+                weight_decay=o.weight_decay,
+                foreach=True,
+            )
+        raise MvdError(f"optim.name={o.name!r}: expected adam or sgd")
+
+    def _param_of(self) -> dict[str, torch.Tensor]:
+        return {k: self._tensors[k] for k in self.trainable}
+
+    # ------------------------------------------------------------------ batches
+    def _images(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return x
+
+    def _batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        labels = np.asarray(batch.labels)
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise MvdError(
+                f"batch labels: expected 0..{self.num_classes - 1}, got "
+                f"{int(labels.min())}..{int(labels.max())}"
+            )
+        needs_neg = "tri" in preset_weights(self.cfg.loss.preset)
+        if needs_neg and len(np.unique(labels)) < 2:
+            raise MvdError("batch: the triplet loss needs at least two identities per batch")
+        x = self._images(batch.images)
+        y = torch.from_numpy(labels.astype(np.int64)).to(self.device, non_blocking=True)
+        m = torch.from_numpy(np.asarray(batch.modality, dtype=np.int64)).to(
+            self.device, non_blocking=True
+        )
+        return x, y, m
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self._amp_dtype)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self._autocast():
+            out = self.net(x)
+        return losses.mvd_loss(out, y, m, self.cfg.loss)
+
+    @staticmethod
+    def _to_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        names = list(terms)
+        values = torch.stack([terms[k].detach().float() for k in names]).cpu().tolist()
+        return dict(zip(names, values, strict=True))
+
+    def _global_rng(self) -> dict[str, torch.Tensor]:
+        out = {"torch.cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            out["torch.cuda"] = torch.cuda.get_rng_state(self.device)
+        return out
+
+    def _set_global_rng(self, state: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(state["torch.cpu"])
+        if self.device.type == "cuda" and "torch.cuda" in state:
+            torch.cuda.set_rng_state(state["torch.cuda"], self.device)
+
+    @contextlib.contextmanager
+    def _own_rng(self, keep: bool = True) -> Iterator[None]:
+        """Run with this backend's RNG stream; keep its advance unless ``keep`` is False."""
+        outer = self._global_rng()
+        self._set_global_rng(self._rng)
+        try:
+            yield
+        finally:
+            if keep:
+                self._rng = self._global_rng()
+            self._set_global_rng(outer)
+
+    @contextlib.contextmanager
+    def _side_effect_free(self) -> Iterator[None]:
+        """Restore BatchNorm running statistics and leave the RNG stream where it was."""
+        buffers = {k: b.detach().clone() for k, b in self.net.named_buffers()}
+        try:
+            with self._own_rng(keep=False):
+                yield
+        finally:
+            with torch.no_grad():
+                for k, b in self.net.named_buffers():
+                    b.copy_(buffers[k])
+
+    # ------------------------------------------------------------------ interface
+    def train_step(self, batch: Batch, lr: float) -> dict[str, float]:
+        x, y, m = self._batch(batch)
+        for g in self._opt.param_groups:
+            g["lr"] = lr * g["lr_mult"]
+        self.net.train()
+        self._opt.zero_grad(set_to_none=True)
+        with self._own_rng():
+            terms = self._loss(x, y, m)
+            if self._scaler is not None:
+                self._scaler.scale(terms["total"]).backward()
+                self._scaler.step(self._opt)
+                self._scaler.update()
+            else:
+                terms["total"].backward()
+                self._opt.step()
+        return self._to_floats(terms)
+
+    def forward(self, batch: Batch, train: bool) -> dict[str, np.ndarray]:
+        x = self._images(batch.images)
+        self.net.train(train)
+        with self._own_rng(), torch.no_grad(), self._autocast():
+            out = self.net(x)
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+    def loss_terms(self, batch: Batch) -> dict[str, float]:
+        """Loss terms in train mode; no update -- BatchNorm running statistics and the RNG are
+        restored afterwards, so this call has no side effect."""
+        x, y, m = self._batch(batch)
+        self.net.train()
+        with self._side_effect_free(), torch.no_grad():
+            terms = self._loss(x, y, m)
+        return self._to_floats(terms)
+
+    def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
+        """d total / d param for every trainable parameter, train mode, full precision; no
+        side effect (running statistics and RNG restored, ``.grad`` untouched)."""
+        x, y, m = self._batch(batch)
+        self.net.train()
+        params = self._param_of()
+        with self._side_effect_free():
+            out = self.net(x)
+            total = losses.mvd_loss(out, y, m, self.cfg.loss)["total"]
+            grads = torch.autograd.grad(total, list(params.values()), allow_unused=True)
+        result = {}
+        for (k, p), g in zip(params.items(), grads, strict=True):
+            arr = torch.zeros_like(p) if g is None else g
+            result[k] = arr.detach().float().cpu().numpy().copy()
+        return result
+
+    def extract_features(self, images: np.ndarray, modality: str) -> np.ndarray:
+        if modality not in _MODALITIES:
+            raise MvdError(f"modality {modality!r}: expected visible or thermal")
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise MvdError(f"images: expected (N, 3, H, W), got {images.shape}")
+        self.net.eval()
+        bs = max(1, int(self.cfg.eval.batch_size))
+        chunks = []
+        with torch.no_grad(), self._autocast():
+            for start in range(0, images.shape[0], bs):
+                f = self.net.extract(self._images(images[start : start + bs]))
+                chunks.append(f.float().cpu())
+        if not chunks:
+            return np.zeros((0, test_feat_dim(self.cfg.model)), np.float32)
+        return torch.cat(chunks).numpy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return torch_to_canonical(self._tensors)
+
+    def _load(self, params: dict[str, np.ndarray], source: str, strict: bool) -> None:
+        check_state(params, self.spec, source, strict=strict)
+        with torch.no_grad():
+            for k, t in self._tensors.items():
+                if k in params:
+                    t.copy_(torch.from_numpy(np.asarray(params[k], dtype=np.float32)))
+
+    def load_state(self, params: dict[str, np.ndarray], strict: bool = True) -> None:
+        self._load(params, "load_state", strict)
+
+    # ------------------------------------------------------------------ optimiser state
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        kind = self.cfg.optim.name
+        out: dict[str, np.ndarray] = {}
+        params = self._param_of()
+        if kind == "adam":
+            steps = set()
+            for k, p in params.items():
+                st = self._opt.state.get(p, {})
+                steps.add(int(st["step"]) if "step" in st else 0)
+                for src, dst in (("exp_avg", "m"), ("exp_avg_sq", "v")):
+                    t = st.get(src)
+                    out[f"adam.{dst}.{k}"] = (
+                        np.zeros(self.spec[k].shape, np.float32)
+                        if t is None
+                        else t.detach().float().cpu().numpy().copy()
+                    )
+            if len(steps) > 1:
+                raise RuntimeError(f"Adam step counts differ between parameters: {sorted(steps)}")
+            out["adam.step"] = np.array(steps.pop() if steps else 0, dtype=np.int64)
+        else:
+            for k, p in params.items():
+                t = self._opt.state.get(p, {}).get("momentum_buffer")
+                out[f"sgd.momentum.{k}"] = (
+                    np.zeros(self.spec[k].shape, np.float32)
+                    if t is None
+                    else t.detach().float().cpu().numpy().copy()
+                )
+        if self._scaler is not None:
+            sd = self._scaler.state_dict()
+            out["amp.scale"] = np.array(sd["scale"], dtype=np.float32)
+            out["amp.growth_tracker"] = np.array(sd["_growth_tracker"], dtype=np.int64)
+        return out
+
+    def _expected_opt_keys(self) -> dict[str, tuple[int, ...]]:
+        kind = self.cfg.optim.name
+        exp: dict[str, tuple[int, ...]] = {}
+        if kind == "adam":
+            exp["adam.step"] = ()
+            for k in self.trainable:
+                exp[f"adam.m.{k}"] = self.spec[k].shape
+                exp[f"adam.v.{k}"] = self.spec[k].shape
+        else:
+            for k in self.trainable:
+                exp[f"sgd.momentum.{k}"] = self.spec[k].shape
+        return exp
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        exp = self._expected_opt_keys()
+        amp_keys = {"amp.scale", "amp.growth_tracker"}
+        missing = [k for k in exp if k not in state]
+        unexpected = [k for k in state if k not in exp and k not in amp_keys]
+        shapes = [
+            f"{k} {tuple(np.shape(state[k]))} != {exp[k]}"
+            for k in exp
+            if k in state and tuple(np.shape(state[k])) != exp[k]
+        ]
+        problems = []
+        if missing:
+            problems.append(
+                "missing: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            )
+        if unexpected:
+            problems.append(
+                "unexpected: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else "")
+            )
+        if shapes:
+            problems.append("mis-shaped: " + ", ".join(shapes[:5]))
+        if problems:
+            raise MvdError(
+                f"optimizer state (optim.name={self.cfg.optim.name}): " + "; ".join(problems)
+            )
+        params = self._param_of()
+        self._opt.state.clear()
+        if self.cfg.optim.name == "adam":
+            step = int(np.asarray(state["adam.step"]))
+            if step > 0:
+                for k, p in params.items():
+                    self._opt.state[p] = {
+                        "step": torch.tensor(float(step), dtype=torch.float32),
+                        "exp_avg": self._like(p, state[f"adam.m.{k}"]),
+                        "exp_avg_sq": self._like(p, state[f"adam.v.{k}"]),
+                    }
+        else:
+            for k, p in params.items():
+                self._opt.state[p] = {"momentum_buffer": self._like(p, state[f"sgd.momentum.{k}"])}
+        if self._scaler is not None and "amp.scale" in state:
+            self._scaler.load_state_dict(
+                {
+                    **self._scaler.state_dict(),
+                    "scale": float(np.asarray(state["amp.scale"])),
+                    "_growth_tracker": int(np.asarray(state["amp.growth_tracker"])),
+                }
+            )
+
+    @staticmethod
+    def _like(p: torch.Tensor, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(a, dtype=np.float32)).to(p.device, p.dtype)
+
+    # ------------------------------------------------------------------ RNG
+    def rng_state(self) -> dict[str, np.ndarray]:
+        """This backend's RNG stream: "torch.cpu" (and "torch.cuda" on CUDA), uint8 arrays."""
+        return {k: v.numpy().copy() for k, v in self._rng.items()}
+
+    def load_rng_state(self, state: dict[str, np.ndarray]) -> None:
+        if "torch.cpu" not in state:
+            raise MvdError(
+                f"rng state: expected key 'torch.cpu' (a torch checkpoint), got {sorted(state)}"
+            )
+        new = {"torch.cpu": torch.from_numpy(np.array(state["torch.cpu"], dtype=np.uint8))}
+        if self.device.type == "cuda":
+            if "torch.cuda" in state:
+                new["torch.cuda"] = torch.from_numpy(np.array(state["torch.cuda"], dtype=np.uint8))
+            else:
+                log.warning("rng state has no 'torch.cuda' entry; the CUDA stream is kept")
+                new["torch.cuda"] = self._rng["torch.cuda"]
+        # validate by setting it once (torch checks the size), then restore the global stream
+        outer = self._global_rng()
+        try:
+            self._set_global_rng(new)
+        except RuntimeError as e:
+            raise MvdError(f"rng state: not a torch generator state ({e})") from None
+        finally:
+            self._set_global_rng(outer)
+        self._rng = new

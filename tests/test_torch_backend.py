@@ -1,0 +1,367 @@
+"""TorchBackend: the interface, initial weights, optimiser groups, training, exact determinism
+and resume, the canonical optimiser-state format, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mvd_backends.torch.backend import TorchBackend
+
+from mvd_core import model_spec as ms
+from mvd_core.config import Config, load_config
+from mvd_core.errors import BackendUnavailable, MvdError
+from mvd_core.interface import BACKEND_METHODS, TAP_NAMES, Backend, Batch
+from mvd_core.model_spec import BRANCHES, init_params, model_spec, trunk_spec
+from mvd_core.registry import create_backend
+
+pytestmark = pytest.mark.torch
+
+torch.set_num_threads(1)  # 2 shared cores: one thread each is faster
+
+C = 6  # classes
+
+
+def tiny(*overrides: str) -> Config:
+    """tiny at 32×16 with small heads: fast enough for many constructions and steps."""
+    return load_config(
+        "tiny",
+        [
+            "model.vib_hidden=[32,16]",
+            "model.vib_dim=16",
+            "model.vib_cls_hidden=16",
+            "eval.batch_size=5",
+            *overrides,
+        ],
+    )
+
+
+def make_batch(seed: int, n_ids: int = 3, per: int = 4, h: int = 32, w: int = 16) -> Batch:
+    """n_ids identities × (per/2 visible + per/2 thermal), normalised-looking images."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(rng.choice(C, n_ids, replace=False), per).astype(np.int64)
+    modality = np.tile(np.repeat([0, 1], per // 2), n_ids).astype(np.int64)
+    images = rng.standard_normal((n_ids * per, 3, h, w)).astype(np.float32)
+    images[modality == 1] = images[modality == 1].mean(axis=1, keepdims=True)  # grey thermal
+    return Batch(images, labels, modality)
+
+
+BATCHES = [make_batch(s) for s in range(6)]
+
+
+@pytest.fixture(scope="module")
+def be() -> TorchBackend:
+    return TorchBackend(tiny(), C, "cpu", 0)
+
+
+# ------------------------------------------------------------------ construction / interface
+
+
+def test_conforms_to_the_interface(be: TorchBackend) -> None:
+    assert isinstance(be, Backend)
+    assert be.name == "torch"
+    for m in BACKEND_METHODS:
+        assert callable(getattr(be, m)), m
+
+
+def test_starts_from_the_shared_numpy_init(be: TorchBackend) -> None:
+    cfg = tiny()
+    want = init_params(model_spec(cfg.model, C), 0)
+    got = TorchBackend(cfg, C, "cpu", 0).state()
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].dtype == np.float32
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    other = TorchBackend(cfg, C, "cpu", 1).state()
+    assert not np.array_equal(other["v.trunk.conv1.weight"], want["v.trunk.conv1.weight"])
+
+
+def test_registry_builds_it() -> None:
+    cfg = tiny("run.device=cpu", "run.seed=3")
+    b = create_backend(cfg, C)
+    assert isinstance(b, TorchBackend)
+    np.testing.assert_array_equal(
+        b.state()["s.classifier.weight"],
+        init_params(model_spec(cfg.model, C), 3)["s.classifier.weight"],
+    )
+
+
+def test_pretrained_trunks_are_overlaid(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(5)
+    sd = {k: torch.randn(s.shape, generator=g) for k, s in trunk_spec(8).items()}
+    sd["fc.weight"] = torch.zeros(1000, 256)
+    sd["fc.bias"] = torch.zeros(1000)
+    path = tmp_path / "r50.pth"
+    torch.save(sd, path)
+    b = TorchBackend(tiny(f"model.pretrain={path}"), C, "cpu", 0)
+    state = b.state()
+    init = init_params(model_spec(b.cfg.model, C), 0)
+    for br in BRANCHES:
+        for k in trunk_spec(8):
+            np.testing.assert_array_equal(state[f"{br}.trunk.{k}"], sd[k].numpy())
+    np.testing.assert_array_equal(state["v.vib.encoder.0.weight"], init["v.vib.encoder.0.weight"])
+    del sd["layer1.0.conv2.weight"]
+    torch.save(sd, path)
+    with pytest.raises(MvdError, match=r"layer1\.0\.conv2\.weight"):
+        TorchBackend(tiny(f"model.pretrain={path}"), C, "cpu", 0)
+
+
+def test_device_and_amp_errors() -> None:
+    with pytest.raises(MvdError, match="amp"):
+        TorchBackend(tiny("run.amp=bf16"), C, "cpu", 0)
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable, match="CUDA"):
+            TorchBackend(tiny(), C, "cuda", 0)
+    with pytest.raises(MvdError, match="device"):
+        TorchBackend(tiny(), C, "mps", 0)
+
+
+def test_optimizer_groups_follow_the_spec() -> None:
+    cfg = tiny("optim.trunk_lr_mult=0.1", "optim.head_lr_mult=2.0", "model.bnneck_bias=false")
+    b = TorchBackend(cfg, C, "cpu", 0)
+    spec = model_spec(cfg.model, C)
+    groups = {n: g for g in b._opt.param_groups for n in g["names"]}
+    assert set(groups) == {k for k, s in spec.items() if s.trainable}
+    assert "v.bnneck.bias" not in groups and "v.bnneck.running_mean" not in groups
+    b.train_step(BATCHES[0], 0.01)
+    for k, g in groups.items():
+        want = 0.01 * (0.1 if spec[k].group == "trunk" else 2.0)
+        assert g["lr"] == pytest.approx(want), k
+    assert not b.state()["v.bnneck.bias"].any()  # frozen at 0
+    assert isinstance(b._opt, torch.optim.Adam)
+    assert isinstance(TorchBackend(tiny("optim.name=sgd"), C, "cpu", 0)._opt, torch.optim.SGD)
+
+
+# ------------------------------------------------------------------ forward / features / loss
+
+
+def test_forward_taps(be: TorchBackend) -> None:
+    out = be.forward(BATCHES[0], train=False)
+    assert set(out) == set(TAP_NAMES)
+    assert all(v.dtype == np.float32 for v in out.values())
+    assert out["feat"].shape == (12, ms.test_feat_dim(be.cfg.model))
+    assert out["i_rep.logits"].shape == (12, C)
+
+
+def test_extract_features_in_batches(be: TorchBackend) -> None:
+    images = make_batch(9, n_ids=3, per=4).images[:11]  # 11 images, eval batch 5: 5+5+1
+    feats = be.extract_features(images, "thermal")
+    assert feats.shape == (11, ms.test_feat_dim(be.cfg.model)) and feats.dtype == np.float32
+    full = be.forward(Batch(images, np.zeros(11, np.int64), np.ones(11, np.int64)), train=False)
+    np.testing.assert_allclose(feats, full["feat"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(feats[:, : feats.shape[1] // 4], axis=1), 1.0, rtol=1e-5
+    )
+    assert be.extract_features(images[:0], "visible").shape == (0, feats.shape[1])
+    with pytest.raises(MvdError, match="modality"):
+        be.extract_features(images, "infrared")
+
+
+def test_loss_terms_and_gradients_have_no_side_effect() -> None:
+    b = TorchBackend(tiny(), C, "cpu", 0)
+    before, rng = b.state(), b.rng_state()
+    t1 = b.loss_terms(BATCHES[1])
+    g1 = b.gradients(BATCHES[1])
+    t2 = b.loss_terms(BATCHES[1])
+    g2 = b.gradients(BATCHES[1])
+    assert set(t1) == {"id", "tri", "vsd", "vcd", "total"}
+    assert t1 == t2
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], g2[k])
+    after = b.state()
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+    for k in rng:
+        np.testing.assert_array_equal(rng[k], b.rng_state()[k])
+    # and the next train step sees exactly what loss_terms saw
+    assert b.train_step(BATCHES[1], 0.0) == t1
+
+
+def test_gradients_equal_the_sgd_update() -> None:
+    """One plain SGD step (no momentum, no decay): θ' = θ − lr·g, so g = (θ − θ')/lr."""
+    cfg = tiny(
+        "optim.name=sgd",
+        "optim.momentum=0.0",
+        "optim.nesterov=false",
+        "optim.weight_decay=0.0",
+        "optim.trunk_lr_mult=1.0",
+    )
+    b = TorchBackend(cfg, C, "cpu", 0)
+    grads = b.gradients(BATCHES[2])
+    spec = model_spec(cfg.model, C)
+    assert set(grads) == {k for k, s in spec.items() if s.trainable}
+    before = b.state()
+    lr = 0.5
+    b.train_step(BATCHES[2], lr)
+    after = b.state()
+    for k, g in grads.items():
+        np.testing.assert_allclose((before[k] - after[k]) / lr, g, rtol=1e-3, atol=2e-6, err_msg=k)
+    assert sum(float(np.abs(g).sum()) > 0 for g in grads.values()) == len(grads)
+
+
+def test_bad_batches() -> None:
+    b = TorchBackend(tiny(), C, "cpu", 0)
+    bad = make_batch(0)
+    with pytest.raises(MvdError, match="labels"):
+        b.train_step(Batch(bad.images, bad.labels + C, bad.modality), 0.1)
+    with pytest.raises(MvdError, match="two identities"):
+        b.train_step(Batch(bad.images, np.zeros_like(bad.labels), bad.modality), 0.1)
+
+
+# ------------------------------------------------------------------ training, determinism, resume
+
+
+def test_training_drops_the_loss() -> None:
+    b = TorchBackend(tiny(), C, "cpu", 0)
+    batch = BATCHES[0]
+    first = b.loss_terms(batch)["total"]
+    for _ in range(30):
+        b.train_step(batch, 1e-3)
+    last = b.loss_terms(batch)["total"]
+    assert last < 0.5 * first
+
+
+def test_same_seed_same_batches_same_losses_bit_for_bit() -> None:
+    a = TorchBackend(tiny(), C, "cpu", 7)
+    b = TorchBackend(tiny(), C, "cpu", 7)
+    # interleaved on purpose: each backend keeps its own RNG stream (dropout is on)
+    for batch in BATCHES[:4]:
+        la = a.train_step(batch, 1e-3)
+        lb = b.train_step(batch, 1e-3)
+        assert la == lb
+    sa, sb = a.state(), b.state()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+    c = TorchBackend(tiny(), C, "cpu", 8)
+    assert c.train_step(BATCHES[0], 1e-3) != TorchBackend(tiny(), C, "cpu", 7).train_step(
+        BATCHES[0], 1e-3
+    )
+
+
+@pytest.mark.parametrize("optim", ["adam", "sgd"])
+def test_exact_resume(optim: str) -> None:
+    cfg = tiny(f"optim.name={optim}")
+    lr = 1e-3 if optim == "adam" else 0.01
+    ref = TorchBackend(cfg, C, "cpu", 0)
+    for batch in BATCHES[:3]:
+        ref.train_step(batch, lr)
+    snap = (ref.state(), ref.optimizer_state(), ref.rng_state())
+    want = [ref.train_step(batch, lr) for batch in BATCHES[3:]]
+
+    fresh = TorchBackend(cfg, C, "cpu", 123)  # another seed: everything must come from snap
+    fresh.load_state(snap[0])
+    fresh.load_optimizer_state(snap[1])
+    fresh.load_rng_state(snap[2])
+    got = [fresh.train_step(batch, lr) for batch in BATCHES[3:]]
+    assert got == want
+    s1, s2 = ref.state(), fresh.state()
+    for k in s1:
+        np.testing.assert_array_equal(s1[k], s2[k], err_msg=k)
+
+
+def test_resume_from_step_zero_equals_a_fresh_start() -> None:
+    cfg = tiny()
+    a = TorchBackend(cfg, C, "cpu", 0)
+    snap = (a.state(), a.optimizer_state(), a.rng_state())
+    assert int(snap[1]["adam.step"]) == 0
+    b = TorchBackend(cfg, C, "cpu", 99)
+    b.load_state(snap[0])
+    b.load_optimizer_state(snap[1])
+    b.load_rng_state(snap[2])
+    assert [a.train_step(x, 1e-3) for x in BATCHES[:2]] == [
+        b.train_step(x, 1e-3) for x in BATCHES[:2]
+    ]
+
+
+# ------------------------------------------------------------------ state formats
+
+
+def test_canonical_adam_state_format_and_round_trip() -> None:
+    cfg = tiny()
+    b = TorchBackend(cfg, C, "cpu", 0)
+    for batch in BATCHES[:2]:
+        b.train_step(batch, 1e-3)
+    st = b.optimizer_state()
+    trainable = [k for k, s in model_spec(cfg.model, C).items() if s.trainable]
+    assert set(st) == {"adam.step"} | {f"adam.{mv}.{k}" for mv in "mv" for k in trainable}
+    assert (
+        st["adam.step"].dtype == np.int64
+        and st["adam.step"].shape == ()
+        and int(st["adam.step"]) == 2
+    )
+    assert st["adam.m.v.trunk.conv1.weight"].shape == (8, 3, 7, 7)
+    assert all(v.dtype == np.float32 for k, v in st.items() if k != "adam.step")
+    assert (st["adam.v.i.vib.encoder.0.weight"] >= 0).all() and st[
+        "adam.v.i.vib.encoder.0.weight"
+    ].any()
+
+    other = TorchBackend(cfg, C, "cpu", 1)
+    other.load_optimizer_state(st)
+    back = other.optimizer_state()
+    assert set(back) == set(st)
+    for k in st:
+        np.testing.assert_array_equal(back[k], st[k], err_msg=k)
+
+
+def test_canonical_sgd_state_format() -> None:
+    cfg = tiny("optim.name=sgd")
+    b = TorchBackend(cfg, C, "cpu", 0)
+    zero = b.optimizer_state()
+    trainable = [k for k, s in model_spec(cfg.model, C).items() if s.trainable]
+    assert set(zero) == {f"sgd.momentum.{k}" for k in trainable}
+    assert not any(v.any() for v in zero.values())
+    b.train_step(BATCHES[0], 0.01)
+    st = b.optimizer_state()
+    assert st["sgd.momentum.s.classifier.weight"].any()
+    other = TorchBackend(cfg, C, "cpu", 1)
+    other.load_optimizer_state(st)
+    for k, v in other.optimizer_state().items():
+        np.testing.assert_array_equal(v, st[k], err_msg=k)
+
+
+def test_optimizer_state_errors(be: TorchBackend) -> None:
+    st = be.optimizer_state()
+    bad = dict(st)
+    del bad["adam.m.s.bnneck.weight"]
+    with pytest.raises(MvdError, match=r"missing: adam\.m\.s\.bnneck\.weight"):
+        be.load_optimizer_state(bad)
+    bad = dict(st, **{"adam.m.s.bnneck.weight": np.zeros(3, np.float32)})
+    with pytest.raises(MvdError, match=r"mis-shaped: adam\.m\.s\.bnneck\.weight"):
+        be.load_optimizer_state(bad)
+    sgd = TorchBackend(tiny("optim.name=sgd"), C, "cpu", 0).optimizer_state()
+    with pytest.raises(MvdError, match="sgd.momentum"):
+        be.load_optimizer_state(sgd)
+
+
+def test_load_state_strict_errors_name_the_key(be: TorchBackend) -> None:
+    st = be.state()
+    bad = dict(st)
+    del bad["i.vib.classifier.4.bias"]
+    with pytest.raises(ValueError, match=r"missing: i\.vib\.classifier\.4\.bias"):
+        be.load_state(bad)
+    with pytest.raises(ValueError, match=r"unexpected: v\.extra"):
+        be.load_state(dict(st, **{"v.extra": np.zeros(1, np.float32)}))
+    with pytest.raises(ValueError, match=r"mis-shaped: s\.classifier\.weight"):
+        be.load_state(dict(st, **{"s.classifier.weight": np.zeros((2, 2), np.float32)}))
+    # non-strict: a subset loads, the rest is kept
+    b = TorchBackend(tiny(), C, "cpu", 4)
+    b.load_state({"v.bnneck.weight": np.full_like(st["v.bnneck.weight"], 3.0)}, strict=False)
+    assert (b.state()["v.bnneck.weight"] == 3.0).all()
+
+
+def test_rng_state_round_trip_and_errors() -> None:
+    b = TorchBackend(tiny(), C, "cpu", 0)
+    rs = b.rng_state()
+    assert set(rs) == {"torch.cpu"} and rs["torch.cpu"].dtype == np.uint8
+    out1 = b.forward(BATCHES[0], train=True)["v_rep.logits"]  # dropout draws
+    b.load_rng_state(rs)
+    out2 = b.forward(BATCHES[0], train=True)["v_rep.logits"]
+    np.testing.assert_array_equal(out1, out2)
+    out3 = b.forward(BATCHES[0], train=True)["v_rep.logits"]
+    assert not np.array_equal(out1, out3)
+    with pytest.raises(MvdError, match="torch.cpu"):
+        b.load_rng_state({"mindspore.seed": np.zeros(2, np.int64)})
+    with pytest.raises(MvdError, match="rng state"):
+        b.load_rng_state({"torch.cpu": np.zeros(3, np.uint8)})

@@ -1,0 +1,435 @@
+"""The torch MVD network: names and shapes vs model_spec, an independent functional ResNet-50,
+CAM vs NumPy, taps, test features, and reading torchvision-format ResNet-50 files."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mvd_backends.torch.convert import (
+    canonical_to_torch,
+    read_torchvision_resnet50,
+    torch_to_canonical,
+)
+from mvd_backends.torch.network import Branch, ChannelAttention, MVDNet, gray_view
+from torch import nn
+
+from mvd_core import model_spec as ms
+from mvd_core.config import ModelConfig, load_config, replace
+from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS, TAP_NAMES
+from mvd_core.model_spec import feat_dim, init_params, model_spec, num_parameters, trunk_spec
+
+pytestmark = pytest.mark.torch
+
+torch.set_num_threads(1)  # 2 shared cores: one thread each is faster
+
+C = 11  # classes
+
+
+def small(recipe: str, **model: object) -> ModelConfig:
+    """The recipe's model at width 8 with small VIB heads (architecture switches kept)."""
+    cfg = load_config(recipe)
+    over = {"width": 8, "vib_hidden": [32, 16], "vib_dim": 16, "vib_cls_hidden": 16, **model}
+    return replace(cfg, model=over).model
+
+
+def state_names(net: nn.Module) -> list[str]:
+    return [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
+
+
+def loaded(cfg: ModelConfig, seed: int = 0) -> MVDNet:
+    net = MVDNet(cfg, C)
+    missing, unexpected = net.load_state_dict(
+        canonical_to_torch(init_params(model_spec(cfg, C), seed)), strict=False
+    )
+    assert not unexpected
+    assert all(k.endswith("num_batches_tracked") for k in missing)
+    return net
+
+
+# ------------------------------------------------------------------ names, shapes, counts
+
+
+@pytest.mark.parametrize("recipe", ["mvd-ms", "mvd-pt", "tiny"])
+def test_state_names_and_shapes_are_canonical(recipe: str) -> None:
+    cfg = small(recipe)
+    net = MVDNet(cfg, C)
+    spec = model_spec(cfg, C)
+    assert state_names(net) == list(spec)  # same names, same order
+    sd = net.state_dict()
+    for k, s in spec.items():
+        assert tuple(sd[k].shape) == s.shape, k
+    params = dict(net.named_parameters())
+    for k, s in spec.items():
+        if s.buffer:
+            assert k not in params, k
+        else:
+            assert params[k].requires_grad == s.trainable, k
+
+
+def test_bnneck_bias_frozen_when_configured() -> None:
+    assert not MVDNet(small("mvd-pt"), C).v.bnneck.bias.requires_grad  # pt: frozen at 0
+    assert MVDNet(small("mvd-ms"), C).v.bnneck.bias.requires_grad
+    assert MVDNet(small("mvd-ms"), C).v.classifier.bias is None
+
+
+def test_no_weight_sharing_between_branches() -> None:
+    net = MVDNet(small("mvd-pt"), C)
+    ptrs = [p.data_ptr() for p in net.parameters()]
+    assert len(ptrs) == len(set(ptrs))
+    assert len(ptrs) == sum(1 for s in model_spec(small("mvd-pt"), C).values() if not s.buffer)
+
+
+def test_full_model_parameter_count() -> None:
+    cfg = load_config("mvd-pt").model
+    net = MVDNet(cfg, 395)
+    n = sum(p.numel() for p in net.parameters())
+    assert n == num_parameters(model_spec(cfg, 395))
+    assert 82_000_000 <= n <= 88_000_000
+    # mvd-ms: the same without the 3×3 CAM scalars
+    assert num_parameters(model_spec(load_config("mvd-ms").model, 395)) == n - 9
+
+
+@pytest.mark.parametrize("last_stride,hw", [(1, (18, 9)), (2, (9, 5))])
+def test_layer4_map_size_at_288x144(last_stride: int, hw: tuple[int, int]) -> None:
+    cfg = replace(load_config("mvd-pt"), model={"last_stride": last_stride}).model
+    br = Branch(cfg, 395).eval()
+    with torch.no_grad():
+        fmap = br.feature_map(torch.randn(1, 3, 288, 144))
+    assert tuple(fmap.shape) == (1, 2048, *hw)
+
+
+def test_full_mvd_pt_taps_at_288x144() -> None:
+    cfg = load_config("mvd-pt").model
+    net = MVDNet(cfg, 395).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 288, 144))
+    want = {f"{o}.feat": (2, 2048) for o in OBSERVATIONS}
+    want |= {f"{o}.logits": (2, 395) for o in OBSERVATIONS}
+    want |= {f"{r}.z": (2, 512) for r in REPRESENTATIONS}
+    want |= {f"{r}.logits": (2, 395) for r in REPRESENTATIONS}
+    want["feat"] = (2, 8192)
+    assert {k: tuple(v.shape) for k, v in out.items()} == want
+
+
+@pytest.mark.parametrize("recipe", ["mvd-ms", "mvd-pt"])
+def test_tap_shapes_small(recipe: str) -> None:
+    cfg = small(recipe)
+    net = loaded(cfg).train()
+    out = net(torch.randn(6, 3, 64, 32))
+    fd = feat_dim(cfg)
+    assert list(out) == [k for k in TAP_NAMES if k != "feat"] + ["feat"] or set(out) == set(
+        TAP_NAMES
+    )
+    for o in OBSERVATIONS:
+        assert tuple(out[f"{o}.feat"].shape) == (6, fd)
+        assert tuple(out[f"{o}.logits"].shape) == (6, C)
+    for r in REPRESENTATIONS:
+        assert tuple(out[f"{r}.z"].shape) == (6, cfg.vib_dim)
+        assert tuple(out[f"{r}.logits"].shape) == (6, C)
+    assert tuple(out["feat"].shape) == (6, ms.test_feat_dim(cfg))
+
+
+# ------------------------------------------------------------------ an independent ResNet-50
+
+
+def functional_resnet50(
+    sd: dict[str, torch.Tensor], x: torch.Tensor, last_stride: int
+) -> torch.Tensor:
+    """torchvision v1.5 ResNet-50 (eval-mode BN) from a name → tensor dict, written with
+    torch.nn.functional only: the layer4 map."""
+
+    def bn(t: torch.Tensor, p: str) -> torch.Tensor:
+        return F.batch_norm(
+            t,
+            sd[f"{p}.running_mean"],
+            sd[f"{p}.running_var"],
+            sd[f"{p}.weight"],
+            sd[f"{p}.bias"],
+            training=False,
+            eps=1e-5,
+        )
+
+    x = F.relu(bn(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), "bn1"))
+    x = F.max_pool2d(x, 3, 2, 1)
+    for li, (n, stride) in enumerate(zip((3, 4, 6, 3), (1, 2, 2, last_stride), strict=True), 1):
+        for bi in range(n):
+            p = f"layer{li}.{bi}"
+            s = stride if bi == 0 else 1
+            y = F.relu(bn(F.conv2d(x, sd[f"{p}.conv1.weight"]), f"{p}.bn1"))
+            y = F.relu(bn(F.conv2d(y, sd[f"{p}.conv2.weight"], stride=s, padding=1), f"{p}.bn2"))
+            y = bn(F.conv2d(y, sd[f"{p}.conv3.weight"]), f"{p}.bn3")
+            if f"{p}.downsample.0.weight" in sd:
+                x = bn(F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=s), f"{p}.downsample.1")
+            x = F.relu(x + y)
+    return x
+
+
+def random_trunk(width: int, seed: int) -> dict[str, torch.Tensor]:
+    """torchvision-named ResNet-50 weights with non-trivial BN statistics."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, s in trunk_spec(width).items():
+        if k.endswith("running_var"):
+            out[k] = 0.5 + torch.rand(s.shape, generator=g)
+        elif k.endswith(".weight") and len(s.shape) == 1:
+            out[k] = 0.5 + torch.rand(s.shape, generator=g)
+        elif len(s.shape) == 4:
+            fan = s.shape[0] * s.shape[2] * s.shape[3]
+            out[k] = torch.randn(s.shape, generator=g) * (2.0 / fan) ** 0.5
+        else:
+            out[k] = 0.1 * torch.randn(s.shape, generator=g)
+    return out
+
+
+@pytest.mark.parametrize("last_stride", [1, 2])
+def test_trunk_matches_functional_resnet50(last_stride: int) -> None:
+    cfg = small("mvd-ms", last_stride=last_stride, cam=False)
+    br = Branch(cfg, C).eval()
+    sd = random_trunk(8, 1)
+    missing, unexpected = br.trunk.load_state_dict(sd, strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        got = br.feature_map(x)
+        want = functional_resnet50(sd, x, last_stride)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ CAM, gray view, features
+
+
+def cam_numpy(x: np.ndarray, gamma: float) -> np.ndarray:
+    b, c, h, w = x.shape
+    out = np.empty_like(x)
+    for i in range(b):
+        q = x[i].reshape(c, h * w)
+        e = q @ q.T
+        e = e.max(axis=1, keepdims=True) - e
+        a = np.exp(e - e.max(axis=1, keepdims=True))
+        a /= a.sum(axis=1, keepdims=True)
+        out[i] = (gamma * (a @ q)).reshape(c, h, w) + x[i]
+    return out
+
+
+def test_channel_attention_vs_numpy() -> None:
+    x = np.random.default_rng(0).standard_normal((2, 6, 4, 3)).astype(np.float32)
+    cam = ChannelAttention()
+    assert float(cam.gamma.detach()) == 0.0
+    torch.testing.assert_close(cam(torch.from_numpy(x)), torch.from_numpy(x))  # γ = 0: identity
+    with torch.no_grad():
+        cam.gamma.fill_(0.7)
+    got = cam(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, cam_numpy(x.astype(np.float64), 0.7), rtol=1e-5, atol=1e-5)
+
+
+def test_cam_is_applied_before_layer2_3_4() -> None:
+    cfg = small("mvd-pt")
+    net = loaded(cfg).eval()
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        base = net.v.feature_map(x)
+        for k in (2, 3, 4):
+            getattr(net.v, f"cam{k}").gamma.fill_(0.5)
+            changed = net.v.feature_map(x)
+            assert not torch.allclose(changed, base), k
+            base = changed
+    assert sum(1 for _ in net.v.modules() if isinstance(_, ChannelAttention)) == 3
+
+
+def test_gray_view() -> None:
+    x = torch.randn(3, 3, 5, 4, requires_grad=True)
+    g = gray_view(x)
+    want = 0.2989 * x[:, 0] + 0.5870 * x[:, 1] + 0.1140 * x[:, 2]
+    assert tuple(g.shape) == (3, 3, 5, 4)
+    for c in range(3):
+        torch.testing.assert_close(g[:, c], want.detach())
+    assert not g.requires_grad
+
+
+def test_forward_uses_the_right_branch_and_view() -> None:
+    cfg = small("mvd-ms", dropout=0.0)
+    net = loaded(cfg).eval()
+    x = torch.randn(4, 3, 64, 32)
+    g = gray_view(x)
+    with torch.no_grad():
+        out = net(x)
+        for obs, (br, inp) in {
+            "v_obs": (net.v, x),
+            "i_obs": (net.i, g),
+            "v_ms_obs": (net.s, x),
+            "i_ms_obs": (net.s, g),
+        }.items():
+            feat, logits = br(inp)
+            torch.testing.assert_close(out[f"{obs}.feat"], feat)
+            torch.testing.assert_close(out[f"{obs}.logits"], logits)
+            rep = obs.replace("_obs", "_rep")
+            z, rl = br.vib(feat)
+            torch.testing.assert_close(out[f"{rep}.z"], z)
+            torch.testing.assert_close(out[f"{rep}.logits"], rl)
+            torch.testing.assert_close(logits, feat @ br.classifier.weight.t())
+
+
+@pytest.mark.parametrize("mode", ["part", "joint", "none"])
+def test_test_feature_normalisation_and_extract(mode: str) -> None:
+    cfg = small("mvd-ms", feat_norm=mode)
+    net = loaded(cfg, seed=3).eval()
+    x = torch.randn(5, 3, 64, 32)
+    with torch.no_grad():
+        out = net(x)
+        ext = net.extract(x)
+    torch.testing.assert_close(ext, out["feat"])
+    raw = torch.cat([out[f"{o}.feat"] for o in OBSERVATIONS], dim=1)
+    fd = feat_dim(cfg)
+    if mode == "part":
+        for k in range(4):
+            block = ext[:, k * fd : (k + 1) * fd]
+            torch.testing.assert_close(block.norm(dim=1), torch.ones(5))
+            torch.testing.assert_close(
+                block,
+                raw[:, k * fd : (k + 1) * fd]
+                / raw[:, k * fd : (k + 1) * fd].norm(dim=1, keepdim=True),
+            )
+    elif mode == "joint":
+        torch.testing.assert_close(ext.norm(dim=1), torch.ones(5))
+        torch.testing.assert_close(ext, raw / raw.norm(dim=1, keepdim=True))
+    else:
+        torch.testing.assert_close(ext, raw)
+
+
+def test_bad_feat_norm() -> None:
+    cfg = dataclasses.replace(small("mvd-ms"), feat_norm="l1")
+    with pytest.raises(ValueError, match="feat_norm"):
+        MVDNet(cfg, C).eval().extract(torch.randn(2, 3, 64, 32))
+
+
+# ------------------------------------------------------------------ convert
+
+
+def test_canonical_round_trip() -> None:
+    cfg = small("mvd-pt")
+    net = MVDNet(cfg, C)
+    canon = torch_to_canonical(net.state_dict())
+    assert list(canon) == list(model_spec(cfg, C))
+    assert all(a.dtype == np.float32 for a in canon.values())
+    back = canonical_to_torch(canon)
+    sd = net.state_dict()
+    assert set(sd) - set(back) == {k for k in sd if k.endswith("num_batches_tracked")}
+    for k, t in back.items():
+        assert torch.equal(t, sd[k]), k
+
+
+class _TVBottleneck(nn.Module):
+    def __init__(self, cin: int, planes: int, stride: int, down: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        if down:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
+
+
+class TorchvisionStyleResNet50(nn.Module):
+    """Only the parameter layout of torchvision's resnet50 (names incl. fc), at width w."""
+
+    def __init__(self, w: int, classes: int = 1000) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, w, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        cin = w
+        for li, n in enumerate((3, 4, 6, 3), 1):
+            planes = w * 2 ** (li - 1)
+            blocks = [
+                _TVBottleneck(cin if b == 0 else planes * 4, planes, 1, b == 0) for b in range(n)
+            ]
+            setattr(self, f"layer{li}", nn.Sequential(*blocks))
+            cin = planes * 4
+        self.fc = nn.Linear(cin, classes)
+
+
+@pytest.fixture(scope="module")
+def tv_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    m = TorchvisionStyleResNet50(8)
+    sd = m.state_dict()
+    for k, v in sd.items():  # non-trivial BN statistics
+        if k.endswith("running_mean") or k.endswith("running_var"):
+            v.copy_(torch.rand_like(v) + 0.5)
+    return sd
+
+
+def test_read_torchvision_resnet50_loads_into_all_trunks(tmp_path: Path, tv_state) -> None:
+    path = tmp_path / "r50.pth"
+    torch.save(tv_state, path)
+    arrays = read_torchvision_resnet50(path, width=8)
+    assert list(arrays) == list(trunk_spec(8))
+    assert not any(k.startswith("fc.") for k in arrays)
+    net = MVDNet(small("mvd-ms"), C)
+    for b in ("v", "i", "s"):
+        trunk = net.branch(b).trunk
+        missing, unexpected = trunk.load_state_dict(canonical_to_torch(arrays), strict=False)
+        assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
+        for k, v in trunk.state_dict().items():
+            if not k.endswith("num_batches_tracked"):
+                torch.testing.assert_close(v, tv_state[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("wrap", ["state_dict", "module"])
+def test_read_torchvision_resnet50_wrappers(tmp_path: Path, tv_state, wrap: str) -> None:
+    path = tmp_path / "r50.pt"
+    if wrap == "state_dict":
+        torch.save({"state_dict": tv_state, "epoch": 3}, path)
+    else:
+        torch.save({f"module.{k}": v for k, v in tv_state.items()}, path)
+    arrays = read_torchvision_resnet50(path, width=8)
+    np.testing.assert_array_equal(
+        arrays["layer3.2.conv2.weight"], tv_state["layer3.2.conv2.weight"].numpy()
+    )
+
+
+@pytest.mark.parametrize(
+    "corrupt,key",
+    [
+        ("missing", "layer2.1.bn2.running_var"),
+        ("extra", "layer5.0.conv1.weight"),
+        ("shape", "layer4.0.downsample.0.weight"),
+    ],
+)
+def test_read_torchvision_resnet50_rejects_corrupt(
+    tmp_path: Path, tv_state, corrupt: str, key: str
+) -> None:
+    sd = dict(tv_state)
+    if corrupt == "missing":
+        del sd[key]
+    elif corrupt == "extra":
+        sd[key] = torch.zeros(3)
+    else:
+        sd[key] = torch.zeros(5, 5, 1, 1)
+    path = tmp_path / "bad.pth"
+    torch.save(sd, path)
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")) as info:
+        read_torchvision_resnet50(path, width=8)
+    assert corrupt.replace("extra", "unexpected").replace("shape", "mis-shaped") in str(info.value)
+
+
+def test_read_torchvision_resnet50_wrong_width_and_bad_files(tmp_path: Path, tv_state) -> None:
+    path = tmp_path / "r50.pth"
+    torch.save(tv_state, path)
+    with pytest.raises(ValueError, match="mis-shaped"):
+        read_torchvision_resnet50(path, width=16)
+    assert list(read_torchvision_resnet50(path)) == list(trunk_spec(8))  # width from the file
+    with pytest.raises(ValueError, match="not found"):
+        read_torchvision_resnet50(tmp_path / "nope.pth")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_torchvision_resnet50(junk)
