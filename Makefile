@@ -17,7 +17,7 @@ venv: $(STAMP)
 
 # Synthesise a small SYSU-MM01-layout data set, train the tiny recipe on CPU, evaluate.
 demo: $(STAMP)
-	$(PY) -m mvd_cli.demo
+	$(VENV)/bin/mvd demo
 
 # The full default test suite (both backends, parity); slow tests: `make test-all`.
 test: $(STAMP)

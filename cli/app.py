@@ -10,7 +10,7 @@ import typer
 from mvd_core import __version__
 
 #: command modules (cli/<name>.py), registered in this order; each has `register(app)`
-COMMANDS = ("info",)
+COMMANDS = ("info", "train", "eval", "demo", "synth", "prepare")
 
 app = typer.Typer(
     name="mvd",

@@ -6,7 +6,8 @@ import enum
 import functools
 import logging
 import sys
-from typing import Annotated, Any, Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 

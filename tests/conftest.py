@@ -4,3 +4,16 @@ import os
 
 os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sysu_root(tmp_path_factory):
+    """A small synthetic SYSU-MM01 in the real raw layout (shared by the session's tests)."""
+    from mvd_core.data.synth import synth_sysu
+
+    root = tmp_path_factory.mktemp("synth") / "SYSU-MM01"
+    synth_sysu(root, ids=20, images_per_cam=3, seed=0)
+    return root

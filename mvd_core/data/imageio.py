@@ -1,0 +1,105 @@
+"""Reading, resizing and writing images and arrays (Pillow/NumPy), with errors that name the file.
+
+Every image is decoded to RGB uint8 ``H×W×3`` (single-channel infrared images are replicated to
+three channels, as ``PIL.Image.convert("RGB")`` does). Resizing uses Lanczos, as the public
+SYSU-MM01/RegDB preprocessing does (``Image.resize((w, h), Image.LANCZOS)``), so a raw image read
+here and a preprocessed cache agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mvd_core.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: file name endings treated as images when a folder is scanned
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode ``path`` fully to RGB uint8 (H, W, 3); DataError naming the file if it cannot be
+    read (missing, not an image, truncated)."""
+    try:
+        with Image.open(path) as im:
+            im.load()  # force the full decode: a truncated file fails here
+            rgb = im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image (expected a readable JPEG/PNG/BMP)") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{path}: unreadable or truncated image ({e})") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Lanczos-resize uint8 (H, W, 3) to (height, width, 3); returned as is if already that size."""
+    if img.shape[0] == height and img.shape[1] == width:
+        return img
+    out = Image.fromarray(np.ascontiguousarray(img)).resize((width, height), Image.LANCZOS)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def read_resized(path: str | os.PathLike[str], height: int, width: int) -> np.ndarray:
+    """:func:`read_image` then :func:`resize`."""
+    return resize(read_image(path), height, width)
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as a .npy file via a temp file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+class TextProgress:
+    """A minimal progress bar on stderr (stdlib only): ``label [#####.....] done/total``.
+
+    Redraws at most every ``interval`` seconds and once at the end. Used by library code when the
+    caller asks for progress but passes no callback of its own.
+    """
+
+    def __init__(self, label: str, interval: float = 0.2, width: int = 30) -> None:
+        self.label, self.interval, self.width = label, interval, width
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < self.interval:
+            return
+        self._last = now
+        frac = done / total if total else 1.0
+        bar = "#" * int(round(frac * self.width))
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{self.label} [{bar:<{self.width}}] {done}/{total}{end}")
+        sys.stderr.flush()
+
+
+def progress_callback(progress: bool | ProgressFn | None, label: str) -> ProgressFn | None:
+    """``True`` → a :class:`TextProgress`; a callable is used as is; ``False``/None → none."""
+    if progress is True:
+        return TextProgress(label)
+    if callable(progress):
+        return progress
+    return None
