@@ -132,3 +132,56 @@ def read_torchvision_resnet50(
         )
     log.info("read %d torchvision ResNet-50 tensors from %s", len(out), path)
     return {k: out[k] for k in spec}
+
+
+# --------------------------------------------------------------------------------------------
+# files (the same four names in every backend's convert.py; used by `mvd convert`)
+# --------------------------------------------------------------------------------------------
+
+
+def _save_atomic(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(dict(tensors), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """A whole MVD model from a torch state dict file (``weights_only=True``) → canonical
+    arrays (a ``module.`` prefix is stripped; ``num_batches_tracked`` dropped)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: torch state dict not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
+        raise ValueError(f"{path}: cannot read as a torch state dict ({e})") from None
+    sd = _unwrap(obj, path)
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{path}: {bad[0]}: expected a tensor")
+    return torch_to_canonical({k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()})
+
+
+def write_state(params: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> None:
+    """Canonical arrays → a torch state dict file (atomically)."""
+    _save_atomic(canonical_to_torch(params), path)
+
+
+def read_resnet50(path: str | os.PathLike[str], width: int | None = None) -> dict[str, np.ndarray]:
+    """A bare ResNet-50 in this framework's file format → torchvision names."""
+    return read_torchvision_resnet50(path, width)
+
+
+def write_resnet50(params: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> None:
+    """A bare ResNet-50 (torchvision names) → a torchvision-format state dict file."""
+    _save_atomic({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()}, path)
