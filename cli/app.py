@@ -10,7 +10,7 @@ import typer
 from mvd_core import __version__
 
 #: command modules (cli/<name>.py), registered in this order; each has `register(app)`
-COMMANDS = ("info", "train", "eval", "demo", "synth", "prepare")
+COMMANDS = ("info", "train", "eval", "demo", "synth", "prepare", "convert", "parity")
 
 app = typer.Typer(
     name="mvd",

@@ -53,7 +53,8 @@ def feat_dim(cfg: ModelConfig) -> int:
     return cfg.width * 8 * EXPANSION
 
 
-def test_feat_dim(cfg: ModelConfig) -> int:
+def descriptor_dim(cfg: ModelConfig) -> int:
+    """Width of the test feature: the four observation features concatenated."""
     return 4 * feat_dim(cfg)
 
 

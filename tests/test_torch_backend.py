@@ -141,14 +141,14 @@ def test_forward_taps(be: TorchBackend) -> None:
     out = be.forward(BATCHES[0], train=False)
     assert set(out) == set(TAP_NAMES)
     assert all(v.dtype == np.float32 for v in out.values())
-    assert out["feat"].shape == (12, ms.test_feat_dim(be.cfg.model))
+    assert out["feat"].shape == (12, ms.descriptor_dim(be.cfg.model))
     assert out["i_rep.logits"].shape == (12, C)
 
 
 def test_extract_features_in_batches(be: TorchBackend) -> None:
     images = make_batch(9, n_ids=3, per=4).images[:11]  # 11 images, eval batch 5: 5+5+1
     feats = be.extract_features(images, "thermal")
-    assert feats.shape == (11, ms.test_feat_dim(be.cfg.model)) and feats.dtype == np.float32
+    assert feats.shape == (11, ms.descriptor_dim(be.cfg.model)) and feats.dtype == np.float32
     full = be.forward(Batch(images, np.zeros(11, np.int64), np.ones(11, np.int64)), train=False)
     np.testing.assert_allclose(feats, full["feat"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(

@@ -131,7 +131,7 @@ def test_tap_shapes_small(recipe: str) -> None:
     for r in REPRESENTATIONS:
         assert tuple(out[f"{r}.z"].shape) == (6, cfg.vib_dim)
         assert tuple(out[f"{r}.logits"].shape) == (6, C)
-    assert tuple(out["feat"].shape) == (6, ms.test_feat_dim(cfg))
+    assert tuple(out["feat"].shape) == (6, ms.descriptor_dim(cfg))
 
 
 # ------------------------------------------------------------------ an independent ResNet-50

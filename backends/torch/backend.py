@@ -26,7 +26,7 @@ from mvd_core.config import Config
 from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import Batch
 from mvd_core.losses_spec import preset_weights
-from mvd_core.model_spec import ParamSpec, check_state, init_params, model_spec, test_feat_dim
+from mvd_core.model_spec import ParamSpec, check_state, init_params, model_spec, descriptor_dim
 
 from . import losses
 from .convert import torch_to_canonical
@@ -304,7 +304,7 @@ class TorchBackend:
                 f = self.net.extract(self._images(images[start : start + bs]))
                 chunks.append(f.float().cpu())
         if not chunks:
-            return np.zeros((0, test_feat_dim(self.cfg.model)), np.float32)
+            return np.zeros((0, descriptor_dim(self.cfg.model)), np.float32)
         return torch.cat(chunks).numpy()
 
     def state(self) -> dict[str, np.ndarray]:

@@ -1,0 +1,522 @@
+"""The MindSpore backend: :class:`MindSporeBackend` implements :class:`mvd_core.interface.Backend`
+with the same semantics as ``mvd_backends.torch.backend.TorchBackend``.
+
+Devices: ``"CPU"``, ``"GPU[:N]"``, ``"Ascend[:N]"`` — selected with ``mindspore.set_device``
+(MindSpore allows one device target per process, fixed when its runtime first runs a kernel;
+asking for another one later is a :class:`BackendUnavailable` error). Nothing else here is
+device specific: the same graphs run on GPU and Ascend.
+
+Execution modes (``cfg.run.ms_mode``):
+
+* ``"graph"``: the whole train step (forward, losses, backward, optimiser update) is ONE
+  ``mindspore.jit``-compiled function, compiled once per input shape; forward/eval/gradient
+  calls are compiled functions too.
+* ``"pynative"``: forward, losses and backward run eagerly (``mindspore.value_and_grad``); only
+  the optimiser update — a fixed list of element-wise ops per parameter — is a compiled
+  function (running it eagerly costs ~12 kernel launches per parameter per step).
+
+Both modes compute the same numbers (tested). The process's global context stays PyNative.
+
+Memory (SPEC §3 "The MindSpore memory leak"): every callable is built ONCE in ``__init__`` —
+the ``value_and_grad`` function, the compiled step, the optimiser with its moment buffers —
+and each step only creates its input Tensors (images, labels, modality, dropout masks, one
+small hyper-parameter vector), converts one loss vector to NumPy and keeps no Tensor. The
+learning rate and the Adam bias corrections travel in that hyper-parameter vector, so a new
+lr never re-creates or re-compiles anything. See ``benchmarks/bench_memory.py``.
+
+Optimisers are written out to match ``torch.optim.Adam`` / ``torch.optim.SGD`` exactly (L2
+weight decay added to the gradient; Adam's eps added to sqrt(v)/sqrt(1−β2^t); Nesterov SGD as
+torch); MindSpore's ``nn.Adam`` places eps differently. Scalar factors (lr·mult/(1−β1^t),
+sqrt(1−β2^t)) are computed in float64 on the host as torch does.
+
+Dropout (VIB classifier) masks are drawn on the host from ``np.random.default_rng((seed,
+draw))`` — the backend's own counter-based generator — and fed to the network, so the same
+seed gives the same losses and a resumed run continues bit for bit (``rng_state``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+
+from mvd_core.config import Config
+from mvd_core.errors import BackendUnavailable, MvdError
+from mvd_core.interface import TAP_NAMES, Batch
+from mvd_core.losses_spec import preset_weights
+from mvd_core.model_spec import check_state, init_params, model_spec
+from mvd_backends.mindspore.convert import ms_name
+from mvd_backends.mindspore.losses import _MVDLoss
+from mvd_backends.mindspore.network import MVDNet
+
+log = logging.getLogger(__name__)
+
+_MODALITIES = ("visible", "thermal")
+_GROUPS = ("trunk", "head")
+
+
+# --------------------------------------------------------------------------------------------
+# device
+# --------------------------------------------------------------------------------------------
+
+
+def _set_device(device: str) -> None:
+    """Select the MindSpore device (``CPU``, ``GPU[:N]``, ``Ascend[:N]``) for this process."""
+    kind, _, idx = device.partition(":")
+    if kind not in ("CPU", "GPU", "Ascend"):
+        raise MvdError(f"--device {device!r}: expected CPU, GPU[:N] or Ascend[:N]")
+    dev_id = int(idx) if idx else 0
+    cur = ms.get_context("device_target")
+    cur_id = ms.get_context("device_id") if kind != "CPU" else 0
+    if cur == kind and (kind == "CPU" or cur_id == dev_id):
+        return
+    try:
+        if kind == "CPU":
+            ms.set_device("CPU")
+        else:
+            ms.set_device(kind, dev_id)
+    except (RuntimeError, ValueError) as e:
+        raise BackendUnavailable(
+            f"--device {device!r}: MindSpore cannot switch to it in this process (currently "
+            f"{cur}); MindSpore fixes the device when it first runs ({e})"
+        ) from None
+
+
+_THREADS_SET = False
+
+
+def _configure_cpu_threads() -> int | None:
+    """Set MindSpore's CPU kernel thread count once per process (before the first kernel).
+
+    MindSpore 2.8 defaults to 25 kernel threads whatever the machine. Its thread pool hands
+    kernels to workers that spin (``sched_yield``); after 5 executions of a graph the runtime
+    picks its execution strategy and, on an oversubscribed CPU (25 spinning threads on 2 cores,
+    plus other processes), a step of the optimiser graph went from 0.2 s to 13-20 s. The count
+    is ``$MVD_MS_THREADS``, else ``$OMP_NUM_THREADS``, else the CPU count (on the 2-core
+    development machines 1 thread was the fastest for the tiny recipe: launch-bound).
+    """
+    global _THREADS_SET
+    if _THREADS_SET:
+        return None
+    _THREADS_SET = True
+    raw = os.environ.get("MVD_MS_THREADS") or os.environ.get("OMP_NUM_THREADS") or ""
+    n = int(raw) if raw.strip().isdigit() and int(raw) > 0 else (os.cpu_count() or 1)
+    n = max(1, min(n, os.cpu_count() or n))
+    try:
+        ms.device_context.cpu.op_tuning.threads_num(n)
+    except (RuntimeError, ValueError, AttributeError) as e:  # already set by the user: keep it
+        log.debug("MindSpore CPU kernel threads not set (%s)", e)
+        return None
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# optimisers written as torch's
+# --------------------------------------------------------------------------------------------
+
+
+_adam = ops.MultitypeFuncGraph("torch_adam")
+
+
+@_adam.register(
+    "Number", "Number", "Number", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor"
+)
+def _adam_update(b1, b2, eps, wd, step_size, bc2_sqrt, p, m, v, g):  # noqa: ANN001
+    if wd != 0.0:
+        g = g + wd * p
+    m_new = m + (1.0 - b1) * (g - m)
+    v_new = v * b2 + (1.0 - b2) * (g * g)
+    denom = ops.sqrt(v_new) / bc2_sqrt + eps
+    p_new = p - step_size * (m_new / denom)
+    ops.assign(m, m_new)
+    ops.assign(v, v_new)
+    ops.assign(p, p_new)
+    return True
+
+
+_sgd = ops.MultitypeFuncGraph("torch_sgd")
+
+
+@_sgd.register("Number", "Bool", "Number", "Tensor", "Tensor", "Tensor", "Tensor")
+def _sgd_update(mu, nesterov, wd, lr, p, buf, g):  # noqa: ANN001
+    if wd != 0.0:
+        g = g + wd * p
+    if mu != 0.0:
+        b_new = buf * mu + g
+        ops.assign(buf, b_new)
+        g = g + mu * b_new if nesterov else b_new
+    ops.assign(p, p - lr * g)
+    return True
+
+
+class _TorchAdam(nn.Cell):
+    """``torch.optim.Adam`` (no amsgrad), one step per call, two parameter groups: the first
+    ``n_trunk`` parameters (lr × trunk_lr_mult) and the rest (lr × head_lr_mult). ``hyper`` =
+    float32 [lr_trunk/(1−β1^t), lr_head/(1−β1^t), sqrt(1−β2^t)]. Per parameter, as torch:
+
+        g ← g + wd·p;   m ← m + (1−β1)(g − m);   v ← β2·v + (1−β2)·g·g
+        p ← p − step_size · m / (sqrt(v)/sqrt(1−β2^t) + eps)
+    """
+
+    def __init__(
+        self,
+        params: ParameterTuple,
+        n_trunk: int,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+    ) -> None:
+        super().__init__(auto_prefix=False)
+        self.params = params
+        self.m = params.clone(prefix="adam_m", init="zeros")
+        self.v = params.clone(prefix="adam_v", init="zeros")
+        self.nt = int(n_trunk)
+        self.b1 = float(betas[0])
+        self.b2 = float(betas[1])
+        self.eps = float(eps)
+        self.wd = float(weight_decay)
+        self.map = ops.HyperMap()
+
+    def construct(self, grads: tuple, hyper: Tensor) -> Tensor:
+        nt = self.nt
+        b1, b2, eps, wd = self.b1, self.b2, self.eps, self.wd
+        ok1 = self.map(ops.partial(_adam, b1, b2, eps, wd, hyper[0], hyper[2]),
+                       self.params[:nt], self.m[:nt], self.v[:nt], grads[:nt])
+        ok2 = self.map(ops.partial(_adam, b1, b2, eps, wd, hyper[1], hyper[2]),
+                       self.params[nt:], self.m[nt:], self.v[nt:], grads[nt:])
+        return ops.depend(hyper[2], (ok1, ok2))
+
+
+class _TorchSGD(nn.Cell):
+    """``torch.optim.SGD`` with momentum (dampening 0), optional Nesterov and L2 weight decay,
+    groups as :class:`_TorchAdam`. ``hyper`` = float32 [lr_trunk, lr_head, unused]. Per
+    parameter, as torch:
+
+        g ← g + wd·p;   b ← μ·b + g;   g ← g + μ·b (nesterov) | b;   p ← p − lr·g
+
+    (the buffer starts at 0, so the first step gives b = g, as torch's clone of the gradient).
+    """
+
+    def __init__(
+        self,
+        params: ParameterTuple,
+        n_trunk: int,
+        momentum: float,
+        nesterov: bool,
+        weight_decay: float,
+    ) -> None:
+        super().__init__(auto_prefix=False)
+        self.params = params
+        self.buf = params.clone(prefix="sgd_momentum", init="zeros")
+        self.nt = int(n_trunk)
+        self.mu = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.wd = float(weight_decay)
+        self.map = ops.HyperMap()
+
+    def construct(self, grads: tuple, hyper: Tensor) -> Tensor:
+        nt = self.nt
+        mu, nest, wd = self.mu, self.nesterov, self.wd
+        ok1 = self.map(ops.partial(_sgd, mu, nest, wd, hyper[0]),
+                       self.params[:nt], self.buf[:nt], grads[:nt])
+        ok2 = self.map(ops.partial(_sgd, mu, nest, wd, hyper[1]),
+                       self.params[nt:], self.buf[nt:], grads[nt:])
+        return ops.depend(hyper[0], (ok1, ok2))
+
+
+# --------------------------------------------------------------------------------------------
+# the backend
+# --------------------------------------------------------------------------------------------
+
+
+class MindSporeBackend:
+    """MVD on MindSpore (CPU, GPU, Ascend); see the module doc."""
+
+    name = "mindspore"
+
+    def __init__(self, cfg: Config, num_classes: int, device: str = "CPU", seed: int = 0) -> None:
+        _set_device(device)
+        if device == "CPU":
+            _configure_cpu_threads()
+        if cfg.run.ms_mode not in ("graph", "pynative"):
+            raise MvdError(f"run.ms_mode: {cfg.run.ms_mode!r} is not one of graph, pynative")
+        self.cfg = cfg
+        self.num_classes = int(num_classes)
+        self.device = device
+        self.seed = int(seed)
+        self.graph = cfg.run.ms_mode == "graph"
+        ms.set_seed(self.seed)
+
+        self.spec = model_spec(cfg.model, num_classes)
+        self.net = MVDNet(cfg.model, num_classes)
+        self._params: dict[str, Parameter] = {p.name: p for p in self.net.get_parameters()}
+        expected = {ms_name(k): k for k in self.spec}
+        missing = sorted(set(expected) - set(self._params))
+        unexpected = sorted(set(self._params) - set(expected))
+        if missing or unexpected:  # pragma: no cover - network and model_spec written together
+            raise RuntimeError(
+                f"MindSpore MVDNet vs model_spec: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        #: canonical name → MindSpore Parameter, in model_spec order
+        self.param_of: dict[str, Parameter] = {k: self._params[ms_name(k)] for k in self.spec}
+        for k, s in self.spec.items():
+            self.param_of[k].requires_grad = s.trainable
+
+        params = init_params(self.spec, self.seed)
+        if cfg.model.pretrain:
+            from mvd_core.pretrained import load_trunk_params
+
+            trunk = load_trunk_params(cfg.model.pretrain, cfg.model.width)
+            params.update(trunk)
+            log.info("loaded pretrained trunks from %s", cfg.model.pretrain)
+        self.load_state(params, strict=True)
+
+        # trainable parameters, the "trunk" group first (the optimisers take two slices)
+        self.trainable: list[str] = [
+            k for g in _GROUPS for k, s in self.spec.items() if s.trainable and s.group == g
+        ]
+        n_trunk = sum(1 for k in self.trainable if self.spec[k].group == "trunk")
+        self.weights = ParameterTuple([self.param_of[k] for k in self.trainable])
+        o = cfg.optim
+        self.mults = (float(o.trunk_lr_mult), float(o.head_lr_mult))
+        if o.name == "adam":
+            self.opt: nn.Cell = _TorchAdam(self.weights, n_trunk, o.betas, o.eps, o.weight_decay)
+        elif o.name == "sgd":
+            self.opt = _TorchSGD(self.weights, n_trunk, o.momentum, o.nesterov, o.weight_decay)
+        else:
+            raise MvdError(f"optim.name: {o.name!r} is not one of adam, sgd")
+        self.step_count = 0  # optimiser steps taken (Adam's t)
+
+        self.loss = _MVDLoss(cfg.loss, host_stop=not self.graph)
+        self.terms: tuple[str, ...] = self.loss.terms
+        self._needs_negatives = (
+            "tri" in preset_weights(cfg.loss.preset) and cfg.loss.triplet == "batch_hard"
+        )
+        self.dropout = float(cfg.model.dropout)
+        self._drop_draws = 0
+        self._build()
+        log.info(
+            "MindSpore backend on %s, %s mode, %d parameters (%d trainable)",
+            device, cfg.run.ms_mode, len(self.spec), len(self.trainable),
+        )
+
+    # ---------------------------------------------------------------- compiled functions
+    def _build(self) -> None:
+        """Create every callable once (never per step)."""
+        net, loss, opt = self.net, self.loss, self.opt
+
+        def forward_loss(x, labels, modality, masks):
+            outs = net(x, masks)
+            terms = loss(outs, labels, modality)
+            return terms[-1], terms
+
+        grad_fn = ms.value_and_grad(forward_loss, None, self.weights, has_aux=True)
+
+        def grads_only(x, labels, modality, masks):
+            (_, terms), grads = grad_fn(x, labels, modality, masks)
+            return terms, grads
+
+        def forward(x, masks):
+            return net(x, masks)
+
+        def forward_eval(x):
+            return net(x, None)
+
+        def extract(x):
+            return net.extract(x)
+
+        def loss_only(x, labels, modality, masks):
+            return loss(net(x, masks), labels, modality)
+
+        if self.graph:
+            def train_step(x, labels, modality, masks, hyper):
+                (_, terms), grads = grad_fn(x, labels, modality, masks)
+                return ops.depend(terms, opt(grads, hyper))
+
+            jit = ms.jit
+            self._train_fn: Callable = jit(train_step)
+            self._grad_fn: Callable = jit(grads_only)
+            self._fwd_train: Callable = jit(forward)
+            self._fwd_eval: Callable = jit(forward_eval)
+            self._extract: Callable = jit(extract)
+            self._loss_fn: Callable = jit(loss_only)
+        else:
+            opt_c = ms.jit(opt.construct)
+
+            def train_step(x, labels, modality, masks, hyper):
+                (_, terms), grads = grad_fn(x, labels, modality, masks)
+                opt_c(ms.mutable(grads), hyper)
+                return terms
+
+            self._train_fn = train_step
+            self._grad_fn = grads_only
+            self._fwd_train = forward
+            self._fwd_eval = forward_eval
+            self._extract = extract
+            self._loss_fn = loss_only
+
+    # ---------------------------------------------------------------- helpers
+    def _inputs(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        if not isinstance(batch, Batch):
+            raise TypeError(f"expected a mvd_core.interface.Batch, got {type(batch).__name__}")
+        return (
+            Tensor(np.ascontiguousarray(batch.images, dtype=np.float32)),
+            Tensor(np.ascontiguousarray(batch.labels, dtype=np.int32)),
+            Tensor(np.ascontiguousarray(batch.modality, dtype=np.int32)),
+        )
+
+    def _check_batch(self, batch: Batch) -> None:
+        if self._needs_negatives and np.unique(batch.labels).size < 2:
+            raise ValueError(
+                "batch_hard_triplet: the batch holds a single identity (an anchor has no "
+                "negative); use at least 2 identities per batch"
+            )
+
+    def _masks(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """Four inverted-dropout masks (v_rep, i_rep, v_ms_rep, i_ms_rep), or None."""
+        if self.dropout <= 0.0:
+            return None
+        rng = np.random.default_rng((self.seed, self._drop_draws))
+        self._drop_draws += 1
+        keep = 1.0 - self.dropout
+        u = rng.random((4, n, self.cfg.model.vib_cls_hidden), dtype=np.float32)
+        m = ((u < keep).astype(np.float32) / np.float32(keep)).astype(np.float32)
+        # mutable: a tuple of Tensors passed to a jit function is otherwise a constant (one
+        # compilation per distinct value!)
+        return ms.mutable((Tensor(m[0]), Tensor(m[1]), Tensor(m[2]), Tensor(m[3])))
+
+    def _hyper(self, lr: float) -> Tensor:
+        o = self.cfg.optim
+        lr_t, lr_h = lr * self.mults[0], lr * self.mults[1]
+        if o.name == "adam":
+            t = self.step_count
+            bc1 = 1.0 - o.betas[0] ** t
+            bc2_sqrt = (1.0 - o.betas[1] ** t) ** 0.5
+            vals = (lr_t / bc1, lr_h / bc1, bc2_sqrt)
+        else:
+            vals = (lr_t, lr_h, 0.0)
+        return Tensor(np.array(vals, dtype=np.float32))
+
+    def _terms_dict(self, values: Tensor) -> dict[str, float]:
+        arr = values.asnumpy()
+        return {k: float(arr[j]) for j, k in enumerate(self.terms)}
+
+    # ---------------------------------------------------------------- Backend API
+    def train_step(self, batch: Batch, lr: float) -> dict[str, float]:
+        self._check_batch(batch)
+        x, y, s = self._inputs(batch)
+        self.net.set_train(True)
+        masks = self._masks(len(batch))
+        self.step_count += 1
+        out = self._train_fn(x, y, s, masks, self._hyper(float(lr)))
+        return self._terms_dict(out)
+
+    def forward(self, batch: Batch, train: bool) -> dict[str, np.ndarray]:
+        x, _, _ = self._inputs(batch)
+        self.net.set_train(bool(train))
+        outs = self._fwd_train(x, self._masks(len(batch))) if train else self._fwd_eval(x)
+        return {k: o.asnumpy() for k, o in zip(TAP_NAMES, outs, strict=True)}
+
+    def loss_terms(self, batch: Batch) -> dict[str, float]:
+        self._check_batch(batch)
+        x, y, s = self._inputs(batch)
+        self.net.set_train(True)
+        return self._terms_dict(self._loss_fn(x, y, s, self._masks(len(batch))))
+
+    def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
+        self._check_batch(batch)
+        x, y, s = self._inputs(batch)
+        self.net.set_train(True)
+        _, grads = self._grad_fn(x, y, s, self._masks(len(batch)))
+        return {k: g.asnumpy().astype(np.float32) for k, g in zip(self.trainable, grads, strict=True)}
+
+    def extract_features(self, images: np.ndarray, modality: str) -> np.ndarray:
+        if modality not in _MODALITIES:
+            raise MvdError(f"modality: {modality!r} is not one of {', '.join(_MODALITIES)}")
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"extract_features: expected (N, 3, H, W) images, got {images.shape}")
+        self.net.set_train(False)
+        bs = max(1, int(self.cfg.eval.batch_size))
+        n = images.shape[0]
+        parts = []
+        for start in range(0, n, bs):
+            chunk = images[start : start + bs]
+            k = chunk.shape[0]
+            if self.graph and k < bs and n > bs:
+                # pad the last chunk to the compiled shape (eval BatchNorm is per sample)
+                chunk = np.concatenate([chunk, np.zeros((bs - k,) + chunk.shape[1:], np.float32)])
+            parts.append(self._extract(Tensor(chunk)).asnumpy()[:k])
+        if not parts:
+            from mvd_core.model_spec import descriptor_dim
+
+            return np.zeros((0, descriptor_dim(self.cfg.model)), np.float32)
+        return np.concatenate(parts).astype(np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: p.asnumpy().astype(np.float32).copy() for k, p in self.param_of.items()}
+
+    def load_state(self, params: dict[str, np.ndarray], strict: bool = True) -> None:
+        check_state(params, self.spec, "MindSporeBackend.load_state", strict=strict)
+        for k, v in params.items():
+            if k not in self.param_of:
+                continue  # non-strict: unexpected names are ignored
+            self.param_of[k].set_data(Tensor(np.ascontiguousarray(v, dtype=np.float32)))
+
+    def _opt_slots(self) -> dict[str, ParameterTuple]:
+        if isinstance(self.opt, _TorchAdam):
+            return {"adam.m": self.opt.m, "adam.v": self.opt.v}
+        return {"sgd.momentum": self.opt.buf}
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if isinstance(self.opt, _TorchAdam):
+            out["adam.step"] = np.array(self.step_count, dtype=np.int64)
+        for prefix, slots in self._opt_slots().items():
+            for k, p in zip(self.trainable, slots, strict=True):
+                out[f"{prefix}.{k}"] = p.asnumpy().astype(np.float32).copy()
+        return out
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        expected: dict[str, tuple[int, ...]] = {}
+        if isinstance(self.opt, _TorchAdam):
+            expected["adam.step"] = ()
+        for prefix in self._opt_slots():
+            for k in self.trainable:
+                expected[f"{prefix}.{k}"] = self.spec[k].shape
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        shapes = [
+            f"{k} {tuple(np.shape(state[k]))} != {expected[k]}"
+            for k in expected
+            if k in state and tuple(np.shape(state[k])) != expected[k]
+        ]
+        problems = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+            if items:
+                problems.append(f"{label}: " + ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
+        if problems:
+            raise ValueError("MindSporeBackend.load_optimizer_state: " + "; ".join(problems))
+        if "adam.step" in expected:
+            self.step_count = int(np.asarray(state["adam.step"]))
+        for prefix, slots in self._opt_slots().items():
+            for k, p in zip(self.trainable, slots, strict=True):
+                p.set_data(Tensor(np.ascontiguousarray(state[f"{prefix}.{k}"], dtype=np.float32)))
+
+    def rng_state(self) -> dict[str, np.ndarray]:
+        """The dropout generator: masks of draw d come from default_rng((seed, d))."""
+        return {
+            "dropout.seed": np.array(self.seed, dtype=np.int64),
+            "dropout.draws": np.array(self._drop_draws, dtype=np.int64),
+        }
+
+    def load_rng_state(self, state: dict[str, np.ndarray]) -> None:
+        for k in ("dropout.seed", "dropout.draws"):
+            if k not in state:
+                raise ValueError(f"MindSporeBackend.load_rng_state: missing {k}")
+        self.seed = int(np.asarray(state["dropout.seed"]))
+        self._drop_draws = int(np.asarray(state["dropout.draws"]))

@@ -1,0 +1,263 @@
+"""The MindSpore losses against the NumPy reference (tests/reference_losses.py), in PyNative and
+inside ``mindspore.jit`` (graph mode), plus the gradient properties of the distillation terms."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MVD_MS_THREADS", "1")
+
+import dataclasses  # noqa: E402
+
+import mindspore as ms  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from mindspore import Tensor  # noqa: E402
+
+import reference_losses as ref  # noqa: E402
+from mvd_backends.mindspore import losses as L  # noqa: E402
+from mvd_core.config import LossConfig  # noqa: E402
+from mvd_core.interface import TAP_NAMES  # noqa: E402
+from mvd_core.losses_spec import PRESET_WEIGHTS  # noqa: E402
+
+pytestmark = pytest.mark.mindspore
+
+RTOL, ATOL = 1e-5, 1e-6  # float32 vs float64 reference on O(1) values
+
+
+def T(a) -> Tensor:  # noqa: N802
+    a = np.asarray(a)
+    return Tensor(a.astype(np.float32) if a.dtype.kind == "f" else a.astype(np.int32))
+
+
+def _batch(rng: np.random.Generator, n_ids: int = 4, per: int = 4, dim: int = 6):
+    labels = np.repeat(rng.choice(50, n_ids, replace=False), per)
+    modality = np.tile(np.repeat([0, 1], per // 2), n_ids)
+    feats = rng.standard_normal((n_ids * per, dim)).astype(np.float32)
+    return feats, labels, modality
+
+
+def _taps(rng: np.random.Generator, b: int = 8, c: int = 5, d: int = 6, z: int = 4) -> dict:
+    out = {}
+    for k in TAP_NAMES:
+        if k.endswith(".logits"):
+            out[k] = (2.0 * rng.standard_normal((b, c))).astype(np.float32)
+        elif k.endswith(".z"):
+            out[k] = rng.standard_normal((b, z)).astype(np.float32)
+        else:
+            out[k] = rng.standard_normal((b, d if k != "feat" else 4 * d)).astype(np.float32)
+    return out
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy(smoothing: float) -> None:
+    rng = np.random.default_rng(0)
+    logits = 3 * rng.standard_normal((8, 7)).astype(np.float32)
+    labels = rng.integers(0, 7, 8)
+    got = float(L.cross_entropy(T(logits), T(labels), smoothing).asnumpy())
+    assert got == pytest.approx(ref.cross_entropy(logits, labels, smoothing), rel=RTOL)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batch_hard_triplet(seed: int) -> None:
+    feats, labels, _ = _batch(np.random.default_rng(seed))
+    for margin in (0.3, 5.0):
+        got = float(L.batch_hard_triplet(T(feats), T(labels), margin).asnumpy())
+        assert got == pytest.approx(ref.batch_hard_triplet(feats, labels, margin), rel=RTOL, abs=ATOL)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_ranked_list_loss(seed: int) -> None:
+    feats, labels, modality = _batch(np.random.default_rng(seed))
+    for args in ((0.9, 1.0, 2.2, 2.0), (0.5, 0.3, 1.2, 1.4)):
+        got = float(L.ranked_list_loss(T(feats), T(labels), T(modality), *args).asnumpy())
+        want = ref.ranked_list_loss(feats, labels, modality, *args)
+        assert got == pytest.approx(want, rel=RTOL, abs=ATOL)
+
+
+@pytest.mark.parametrize("mode", ["proper", "legacy"])
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_kl_div(mode: str, temperature: float) -> None:
+    rng = np.random.default_rng(6)
+    t, s = (3 * rng.standard_normal((2, 8, 5))).astype(np.float32)
+    got = float(L.kl_div(T(t), T(s), mode, temperature).asnumpy())
+    assert got == pytest.approx(ref.kl_div(t, s, mode, temperature), rel=RTOL, abs=ATOL)
+
+
+def test_legacy_kl_can_be_negative_and_proper_cannot() -> None:
+    # t = (1/2, 1/2), s = (3/4, 1/4): the reference's worked example, −0.5311
+    t = np.log(np.array([[0.5, 0.5]], np.float32))
+    s = np.log(np.array([[0.75, 0.25]], np.float32))
+    legacy = float(L.kl_div(T(t), T(s), "legacy").asnumpy())
+    assert legacy == pytest.approx(-0.5311, abs=1e-4)
+    assert legacy == pytest.approx(ref.kl_div(t, s, "legacy"), rel=RTOL)
+    assert float(L.kl_div(T(t), T(s), "proper").asnumpy()) > 0.0
+    with pytest.raises(ValueError, match="mode"):
+        L.kl_div(T(t), T(s), "reverse")
+
+
+@pytest.mark.parametrize("mode", ["proper", "legacy"])
+def test_kl_gradient_reaches_only_the_student(mode: str) -> None:
+    rng = np.random.default_rng(7)
+    t, s = (2 * rng.standard_normal((2, 6, 4))).astype(np.float32)
+    gt, gs = ms.grad(lambda a, b: L.kl_div(a, b, mode), grad_position=(0, 1))(T(t), T(s))
+    assert np.all(gt.asnumpy() == 0.0)
+    if mode == "proper":  # d/ds KL(t‖softmax(s)) = (softmax(s) − t)/B
+        want = (ref.softmax(s) - ref.softmax(t)) / s.shape[0]
+        np.testing.assert_allclose(gs.asnumpy(), want, rtol=1e-4, atol=1e-6)
+    else:  # central differences of the float64 reference
+        eps, num = 1e-4, np.zeros_like(s, dtype=np.float64)
+        for idx in np.ndindex(s.shape):
+            d = np.zeros_like(s, dtype=np.float64)
+            d[idx] = eps
+            num[idx] = (ref.kl_div(t, s + d, mode) - ref.kl_div(t, s - d, mode)) / (2 * eps)
+        np.testing.assert_allclose(gs.asnumpy(), num, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["proper", "legacy"])
+def test_vsd_vcd(mode: str) -> None:
+    out = _taps(np.random.default_rng(8))
+    tout = {k: T(v) for k, v in out.items()}
+    assert float(L.vsd_loss(tout, mode).asnumpy()) == pytest.approx(
+        ref.vsd_loss(out, mode), rel=RTOL, abs=ATOL)
+    assert float(L.vcd_loss(tout, mode).asnumpy()) == pytest.approx(
+        ref.vcd_loss(out, mode), rel=RTOL, abs=ATOL)
+    # the teachers (observations) get no gradient from VSD/VCD; the students do
+    names = ("i_obs.logits", "i_rep.logits", "v_ms_obs.logits", "i_ms_rep.logits")
+
+    def f(a, b, c, d):
+        o = dict(tout)
+        o.update(zip(names, (a, b, c, d)))
+        return L.vsd_loss(o, mode) + L.vcd_loss(o, mode)
+
+    grads = ms.grad(f, grad_position=(0, 1, 2, 3))(*(tout[k] for k in names))
+    assert np.all(grads[0].asnumpy() == 0) and np.all(grads[2].asnumpy() == 0)
+    assert np.abs(grads[1].asnumpy()).max() > 0 and np.abs(grads[3].asnumpy()).max() > 0
+
+
+def _probs(rng: np.random.Generator, b: int, c: int, scale: float) -> np.ndarray:
+    return ref.softmax(scale * rng.standard_normal((b, c))).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("seed", "b", "c", "scale", "eps", "max_iter"),
+    [(9, 6, 5, 2.0, 0.01, 100), (10, 8, 4, 4.0, 0.01, 100), (11, 5, 3, 1.0, 0.05, 7),
+     (12, 6, 6, 3.0, 0.1, 100)],
+)
+def test_sinkhorn_cost_matches_reference_incl_early_stop(seed, b, c, scale, eps, max_iter) -> None:
+    rng = np.random.default_rng(seed)
+    p, q = _probs(rng, b, c, scale), _probs(rng, b, c, scale)
+    _, _, iters = ref.sinkhorn_plan(p, q, eps, max_iter)
+    want = ref.sinkhorn_cost(p, q, eps, max_iter)
+    got = float(L._sinkhorn(T(p), T(q), eps, max_iter, ref.SINKHORN_THRESH, True).asnumpy())
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
+    assert 1 <= iters <= max_iter
+
+
+def test_sinkhorn_compiled_equals_eager() -> None:
+    """Graph mode (the loop is unrolled: 30 trips keep the compile short), stop at trip < 30."""
+    rng = np.random.default_rng(17)
+    p, q = _probs(rng, 6, 5, 2.0), _probs(rng, 6, 5, 2.0)
+    _, _, iters = ref.sinkhorn_plan(p, q, 0.05, 30)
+    assert iters < 30
+
+    def fn(a, b):
+        return L.sinkhorn_cost(a, b, 0.05, 30)
+
+    got = float(ms.jit(fn)(T(p), T(q)).asnumpy())
+    assert got == pytest.approx(float(fn(T(p), T(q)).asnumpy()), rel=1e-5, abs=1e-7)
+    assert got == pytest.approx(ref.sinkhorn_cost(p, q, 0.05, 30), rel=1e-4)
+
+
+def test_sinkhorn_early_stop_matters_and_is_reproduced() -> None:
+    """A case where stopping early changes the value: the masked loop must agree with the
+    reference that stops, not with one that runs all max_iter trips."""
+    rng = np.random.default_rng(13)
+    p, q = _probs(rng, 6, 5, 3.0), _probs(rng, 6, 5, 3.0)
+    _, _, iters = ref.sinkhorn_plan(p, q, 0.01, 100)
+    assert iters < 100
+    stop = ref.sinkhorn_cost(p, q, 0.01, 100)
+    full = ref.sinkhorn_cost(p, q, 0.01, 100, thresh=-1.0)  # never stops
+    assert abs(stop - full) > 1e-5
+    masked = float(L.sinkhorn_cost(T(p), T(q), 0.01, 100).asnumpy())
+    assert masked == pytest.approx(stop, rel=1e-4)
+    host = float(L._sinkhorn(T(p), T(q), 0.01, 100, ref.SINKHORN_THRESH, True).asnumpy())
+    assert host == pytest.approx(masked, rel=1e-6)
+
+
+def test_sinkhorn_gradient_through_iterations() -> None:
+    rng = np.random.default_rng(14)
+    p, q = _probs(rng, 4, 3, 2.0), _probs(rng, 4, 3, 2.0)
+    eps_sk, n_it = 0.05, 30
+    assert ref.sinkhorn_plan(p, q, eps_sk, n_it)[2] < n_it  # the early stop is on the path
+    gp, gq = ms.grad(lambda a, b: L.sinkhorn_cost(a, b, eps_sk, n_it), grad_position=(0, 1))(
+        T(p), T(q))
+    h = 1e-4
+    for g, which in ((gp, 0), (gq, 1)):
+        num = np.zeros(p.shape)
+        for idx in np.ndindex(p.shape):
+            d = np.zeros(p.shape)
+            d[idx] = h
+            a_plus = (p + d, q) if which == 0 else (p, q + d)
+            a_minus = (p - d, q) if which == 0 else (p, q - d)
+            num[idx] = (ref.sinkhorn_cost(*a_plus, eps_sk, n_it)
+                        - ref.sinkhorn_cost(*a_minus, eps_sk, n_it)) / (2 * h)
+        np.testing.assert_allclose(g.asnumpy(), num, rtol=2e-2, atol=2e-4)
+
+
+def test_cml_branch_id_triplet() -> None:
+    rng = np.random.default_rng(15)
+    out = _taps(rng)
+    labels = np.repeat(np.arange(4), 2)
+    modality = np.tile([0, 1], 4)
+    tout = {k: T(v) for k, v in out.items()}
+    assert float(L.cml_loss(tout, 0.01, 100).asnumpy()) == pytest.approx(
+        ref.cml_loss(out, 0.01, 100), rel=1e-4, abs=1e-6)
+    vals = {k: float(i + 1) for i, k in enumerate(ref.BRANCH_WEIGHTS)}
+    assert float(L.branch_weighted({k: T(np.float32(v)) for k, v in vals.items()}).asnumpy()) == (
+        pytest.approx(ref.branch_weighted(vals)))
+    with pytest.raises(KeyError, match="i_obs"):
+        L.branch_weighted({})
+    assert float(L.id_loss(tout, T(labels), 0.1).asnumpy()) == pytest.approx(
+        ref.id_loss(out, labels, 0.1), rel=RTOL)
+    for kind in ("batch_hard", "ranked_list"):
+        cfg = LossConfig(triplet=kind)
+        assert float(L.triplet_loss(tout, T(labels), T(modality), cfg).asnumpy()) == pytest.approx(
+            ref.triplet_loss(out, labels, modality, cfg), rel=RTOL, abs=ATOL)
+
+
+@pytest.mark.parametrize("preset", list(PRESET_WEIGHTS))
+@pytest.mark.parametrize("kl", ["proper", "legacy"])
+def test_mvd_loss_and_graph_cell(preset: str, kl: str) -> None:
+    rng = np.random.default_rng(16)
+    out = _taps(rng)
+    labels = np.repeat(np.arange(4), 2)
+    modality = np.tile([0, 1], 4)
+    cfg = LossConfig(preset=preset, kl=kl, label_smoothing=0.1 if preset == "mvd-pt" else 0.0,
+                     triplet="ranked_list" if preset == "mvd-pt" else "batch_hard",
+                     sinkhorn_eps=0.05, sinkhorn_iters=20)  # 20 unrolled trips: short compile
+    want = ref.mvd_loss(out, labels, modality, cfg)
+    tout = {k: T(v) for k, v in out.items()}
+    got = {k: float(v.asnumpy()) for k, v in L.mvd_loss(tout, T(labels), T(modality), cfg).items()}
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-4, abs=1e-6), k
+    # the graph-friendly cell, eagerly and compiled, over the tuple output
+    cell = L._MVDLoss(cfg)
+    assert cell.terms[-1] == "total" and set(cell.terms) == set(want)
+    outs = tuple(tout[k] for k in TAP_NAMES)
+    eager = cell(outs, T(labels), T(modality)).asnumpy()
+    def fn(o, y, s):
+        return cell(o, y, s)
+
+    compiled = ms.jit(fn)(ms.mutable(outs), T(labels), T(modality))
+    for j, k in enumerate(cell.terms):
+        assert float(eager[j]) == pytest.approx(want[k], rel=1e-4, abs=1e-6), k
+        assert float(compiled.asnumpy()[j]) == pytest.approx(float(eager[j]), rel=1e-5, abs=1e-7), k
+
+
+def test_loss_config_errors() -> None:
+    with pytest.raises(ValueError, match="preset"):
+        L._MVDLoss(dataclasses.replace(LossConfig(), preset="nope"))
+    with pytest.raises(ValueError, match="triplet"):
+        L._MVDLoss(dataclasses.replace(LossConfig(), triplet="nope"))
