@@ -83,6 +83,7 @@ def _torch_bare_loop(backend: Any, batches: list[Batch], steps: int, lr: float) 
     """The torch backend's network, ``losses.mvd_loss`` and an optimiser of the same kind and
     groups, inputs already on the device; returns per-step seconds."""
     import torch
+
     from mvd_backends.torch import losses
 
     net = backend.net

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
 from mvd_cli.common import BackendOpt, ConfigOpt, DeviceOpt, MsModeOpt, SetOpt, cli_errors
 from mvd_cli.train import RegdbMode, SysuMode
 

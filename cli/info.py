@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+
 from mvd_cli.common import cli_errors
 
 

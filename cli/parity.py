@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
 from mvd_cli.common import ConfigOpt, MsModeOpt, SetOpt, build_config, cli_errors, fail
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+
 from mvd_cli.common import cli_errors
 
 

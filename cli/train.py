@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
 from mvd_cli.common import (
     BackendOpt,
     ConfigOpt,

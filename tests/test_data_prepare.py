@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mvd_cli.app import app
 from typer.testing import CliRunner
 
+from mvd_cli.app import app
 from mvd_core.config import DataConfig
 from mvd_core.data import datasets as D
 from mvd_core.data.prepare import prepare_sysu, verify_sysu_cache

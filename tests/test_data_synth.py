@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mvd_cli.app import app
 from PIL import Image
 from typer.testing import CliRunner
 
+from mvd_cli.app import app
 from mvd_core.data import synth as S
 from mvd_core.errors import DataError
 

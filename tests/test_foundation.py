@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
-from mvd_cli.app import app
 from typer.testing import CliRunner
 
+from mvd_cli.app import app
 from mvd_core import __version__
 from mvd_core.devices import normalize_device
 from mvd_core.errors import BackendUnavailable, MvdError

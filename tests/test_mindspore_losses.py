@@ -12,9 +12,9 @@ import dataclasses  # noqa: E402
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import reference_losses as ref  # noqa: E402
 from mindspore import Tensor  # noqa: E402
 
-import reference_losses as ref  # noqa: E402
 from mvd_backends.mindspore import losses as L  # noqa: E402
 from mvd_core.config import LossConfig  # noqa: E402
 from mvd_core.interface import TAP_NAMES  # noqa: E402

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mvd_backends.torch.backend import TorchBackend
 
+from mvd_backends.torch.backend import TorchBackend
 from mvd_core import model_spec as ms
 from mvd_core.config import Config, load_config
 from mvd_core.errors import BackendUnavailable, MvdError

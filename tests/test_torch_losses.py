@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import reference_losses as ref
 import torch
-from mvd_backends.torch import losses as tl
 
+from mvd_backends.torch import losses as tl
 from mvd_core.config import LossConfig
 from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS, TAP_NAMES
 from mvd_core.losses_spec import BRANCH_WEIGHTS, PRESET_WEIGHTS

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from mvd_backends.torch.convert import (
     canonical_to_torch,
     read_torchvision_resnet50,
     torch_to_canonical,
 )
 from mvd_backends.torch.network import Branch, ChannelAttention, MVDNet, gray_view
-from torch import nn
-
 from mvd_core import model_spec as ms
 from mvd_core.config import ModelConfig, load_config, replace
 from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS, TAP_NAMES

@@ -44,14 +44,14 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
+from mvd_backends.mindspore.convert import ms_name
+from mvd_backends.mindspore.losses import _MVDLoss
+from mvd_backends.mindspore.network import MVDNet
 from mvd_core.config import Config
 from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import TAP_NAMES, Batch
 from mvd_core.losses_spec import preset_weights
 from mvd_core.model_spec import check_state, init_params, model_spec
-from mvd_backends.mindspore.convert import ms_name
-from mvd_backends.mindspore.losses import _MVDLoss
-from mvd_backends.mindspore.network import MVDNet
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from mvd_core.config import Config
 from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import Batch
 from mvd_core.losses_spec import preset_weights
-from mvd_core.model_spec import ParamSpec, check_state, init_params, model_spec, descriptor_dim
+from mvd_core.model_spec import ParamSpec, check_state, descriptor_dim, init_params, model_spec
 
 from . import losses
 from .convert import torch_to_canonical
