@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mvd_core import __version__
+from mvd_core.config import atomic_write_bytes
 from mvd_core.errors import MvdError
 
 FORMAT = "mvd-checkpoint-1"
@@ -58,17 +58,7 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
     meta.pop("source", None)
     header = {"format": FORMAT, "mvd": json.dumps(meta, sort_keys=True),
               "scalars": json.dumps(scalars)}
-    blob = save(tensors, metadata=header)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, save(tensors, metadata=header))
     return path
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mvd_core.config import ModelConfig
+from mvd_core.config import ModelConfig, atomic_write_bytes
 from mvd_core.errors import MvdError
 from mvd_core.model_spec import check_state, model_spec, trunk_spec
 
@@ -130,7 +130,7 @@ def write_params(params: dict[str, np.ndarray], path: str | os.PathLike[str], ki
         from safetensors.numpy import save
 
         blob = save({k: np.ascontiguousarray(v) for k, v in params.items()}, metadata={"kind": kind})
-        _atomic_bytes(p, blob)
+        atomic_write_bytes(p, blob)
     elif s == ".npz":
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".npz", dir=p.parent)
@@ -145,19 +145,6 @@ def write_params(params: dict[str, np.ndarray], path: str | os.PathLike[str], ki
         conv = _converter(p)
         (conv.write_state if kind == "mvd" else conv.write_resnet50)(params, p)
     return p
-
-
-def _atomic_bytes(path: Path, blob: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclasses.dataclass(frozen=True)
