@@ -26,6 +26,7 @@ def parity(
     torch_device: Annotated[str, typer.Option("--torch-device")] = "cpu",
     ms_device: Annotated[str, typer.Option("--ms-device")] = "CPU",
     perturb: Annotated[float, typer.Option("--perturb", help="Self-check: add N(0, x²) noise to the MindSpore weights; parity must then fail.")] = 0.0,
+    residual_gain: Annotated[float, typer.Option("--residual-gain", help="Seeded weights only: initial gamma of every bottleneck's last BatchNorm (model.residual_gain; at 1.0 the train-mode trunk amplifies fp32 rounding beyond every tolerance).")] = 0.1,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every comparison as JSON.")] = None,
 ) -> None:
     """Run both backends on the same weights and inputs; print name, max |Δ|, relative error,
@@ -37,6 +38,7 @@ def parity(
     report = run_parity(
         cfg, weights=weights, batch=batch, steps=steps, seed=seed,
         backends=("mindspore", "torch"), devices=(ms_device, torch_device), perturb=perturb,
+        residual_gain=residual_gain,
     )
     typer.echo(report.to_table())
     if json_out is not None:

@@ -55,6 +55,10 @@ class ModelConfig:
     vib_dim: int = 512  # z size
     vib_cls_hidden: int = 256  # VIB classifier hidden size
     dropout: float = 0.5  # VIB classifier dropout (0 disables, used by parity)
+    # initial γ of every bottleneck's last BatchNorm (bn3): 1 = torchvision's default, 0 = its
+    # zero_init_residual; small values make a from-scratch trunk well-conditioned (tiny: 0.1).
+    # A pretrained trunk (model.pretrain) brings its own γ.
+    residual_gain: float = 1.0
     feat_norm: str = "part"  # test feature L2 norm: part (each 2048 block) | joint | none
     pretrain: str = ""  # torchvision-format ResNet-50 state dict or MindSpore checkpoint
 
@@ -84,8 +88,8 @@ class OptimConfig:
     nesterov: bool = True  # sgd
     betas: tuple[float, float] = (0.9, 0.999)  # adam
     eps: float = 1e-8  # adam
-    trunk_lr_mult: float = 0.1  # ResNet trunks (+CAM) relative to lr
-    head_lr_mult: float = 1.0  # BN-necks, classifiers, VIB heads relative to lr
+    trunk_lr_mult: float = 0.1  # backbones (trunk, CAM, BN-neck, ID classifier) relative to lr
+    head_lr_mult: float = 1.0  # VIB heads relative to lr
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class RunConfig:
     val_ids: int = 0  # carve N training ids for validation / "best" checkpoint
     amp: str = "none"  # none | bf16 | fp16 (torch CUDA)
     ms_mode: str = "pynative"  # graph | pynative (mindspore)
+    threads: int = 0  # CPU compute threads; 0 = auto (see mvd_core.devices.cpu_threads)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ KAIMING_OUT = "kaiming_normal_fan_out"  # convs, as torchvision
 ONES = "ones"
 ZEROS = "zeros"
 NORMAL_001 = "normal_0.001"  # ID classifiers
+CONST = "const"  # ParamSpec.value everywhere (bottleneck bn3 γ = ModelConfig.residual_gain)
 LINEAR_U = "uniform_fan_in"  # torch nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
 
 
@@ -44,8 +45,9 @@ class ParamSpec:
     init: str
     trainable: bool  # False: a buffer (BN running stats) or a frozen parameter
     buffer: bool  # BN running statistics
-    group: str  # "trunk" (lr × trunk_lr_mult) | "head" (lr × head_lr_mult)
+    group: str  # "trunk" (lr × trunk_lr_mult) | "head" (lr × head_lr_mult), see model_spec
     fan_in: int = 0  # for LINEAR_U (bias uses its weight's fan_in)
+    value: float = 0.0  # for CONST
 
 
 def feat_dim(cfg: ModelConfig) -> int:
@@ -58,8 +60,14 @@ def descriptor_dim(cfg: ModelConfig) -> int:
     return 4 * feat_dim(cfg)
 
 
-def _bn(out: dict[str, ParamSpec], prefix: str, n: int, group: str, bias_trainable=True) -> None:
-    out[f"{prefix}.weight"] = ParamSpec((n,), ONES, True, False, group)
+def _bn(
+    out: dict[str, ParamSpec], prefix: str, n: int, group: str, bias_trainable=True,
+    gamma: float = 1.0,
+) -> None:
+    out[f"{prefix}.weight"] = (
+        ParamSpec((n,), ONES, True, False, group) if gamma == 1.0
+        else ParamSpec((n,), CONST, True, False, group, value=float(gamma))
+    )
     out[f"{prefix}.bias"] = ParamSpec((n,), ZEROS, bias_trainable, False, group)
     out[f"{prefix}.running_mean"] = ParamSpec((n,), ZEROS, False, True, group)
     out[f"{prefix}.running_var"] = ParamSpec((n,), ONES, False, True, group)
@@ -74,8 +82,9 @@ def _linear(out: dict[str, ParamSpec], prefix: str, ci: int, co: int) -> None:
     out[f"{prefix}.bias"] = ParamSpec((co,), LINEAR_U, True, False, "head", ci)
 
 
-def trunk_spec(width: int = 64) -> dict[str, ParamSpec]:
-    """A torchvision ResNet-50 (without fc), torchvision names, at base width ``width``."""
+def trunk_spec(width: int = 64, residual_gain: float = 1.0) -> dict[str, ParamSpec]:
+    """A torchvision ResNet-50 (without fc), torchvision names, at base width ``width``.
+    Every bottleneck's ``bn3.weight`` is initialised to the model's ``residual_gain``."""
     out: dict[str, ParamSpec] = {}
     _conv(out, "conv1.weight", width, 3, 7)
     _bn(out, "bn1", width, "trunk")
@@ -89,7 +98,7 @@ def trunk_spec(width: int = 64) -> dict[str, ParamSpec]:
             _conv(out, f"{p}.conv2.weight", planes, planes, 3)
             _bn(out, f"{p}.bn2", planes, "trunk")
             _conv(out, f"{p}.conv3.weight", planes * EXPANSION, planes, 1)
-            _bn(out, f"{p}.bn3", planes * EXPANSION, "trunk")
+            _bn(out, f"{p}.bn3", planes * EXPANSION, "trunk", gamma=residual_gain)
             if bi == 0:  # every ResNet-50 stage starts with a projection shortcut
                 _conv(out, f"{p}.downsample.0.weight", planes * EXPANSION, inplanes, 1)
                 _bn(out, f"{p}.downsample.1", planes * EXPANSION, "trunk")
@@ -98,21 +107,30 @@ def trunk_spec(width: int = 64) -> dict[str, ParamSpec]:
 
 
 def model_spec(cfg: ModelConfig, num_classes: int) -> dict[str, ParamSpec]:
-    """Every parameter and buffer of the MVD network, canonical names, in a fixed order."""
+    """Every parameter and buffer of the MVD network, canonical names, in a fixed order.
+
+    Learning-rate groups: "trunk" is a whole backbone (ResNet trunk, CAM, BN-neck, ID
+    classifier: the public MindSpore code's ``*_backbone.trainable_params()``, at
+    ``optim.trunk_lr_mult``), "head" the VIB heads (``*_bottleneck``, at ``optim.head_lr_mult``).
+    """
     if num_classes < 1:
         raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
     fd = feat_dim(cfg)
     h1, h2 = cfg.vib_hidden
     out: dict[str, ParamSpec] = {}
-    trunk = trunk_spec(cfg.width)
+    if not cfg.residual_gain >= 0:
+        raise ValueError(f"model.residual_gain: expected >= 0, got {cfg.residual_gain}")
+    trunk = trunk_spec(cfg.width, cfg.residual_gain)
     for b in BRANCHES:
         for name, spec in trunk.items():
             out[f"{b}.trunk.{name}"] = spec
         if cfg.cam:
             for k in (2, 3, 4):
                 out[f"{b}.cam{k}.gamma"] = ParamSpec((1,), ZEROS, True, False, "trunk")
-        _bn(out, f"{b}.bnneck", fd, "head", bias_trainable=cfg.bnneck_bias)
-        out[f"{b}.classifier.weight"] = ParamSpec((num_classes, fd), NORMAL_001, True, False, "head")
+        # BN-neck and ID classifier live inside the public codes' backbone cell and train with
+        # it (MS: the three backbones at 0.1×lr, only the three VIB heads at lr)
+        _bn(out, f"{b}.bnneck", fd, "trunk", bias_trainable=cfg.bnneck_bias)
+        out[f"{b}.classifier.weight"] = ParamSpec((num_classes, fd), NORMAL_001, True, False, "trunk")
         _linear(out, f"{b}.vib.encoder.0", fd, h1)
         _bn(out, f"{b}.vib.encoder.1", h1, "head")
         _linear(out, f"{b}.vib.encoder.3", h1, h2)
@@ -138,6 +156,8 @@ def init_params(spec: dict[str, ParamSpec], seed: int) -> dict[str, np.ndarray]:
             a = np.ones(s.shape, np.float32)
         elif s.init == ZEROS:
             a = np.zeros(s.shape, np.float32)
+        elif s.init == CONST:
+            a = np.full(s.shape, s.value, np.float32)
         elif s.init == KAIMING_OUT:
             fan_out = s.shape[0] * int(np.prod(s.shape[2:]))
             a = rng.standard_normal(s.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_out))

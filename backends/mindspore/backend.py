@@ -11,9 +11,11 @@ Execution modes (``cfg.run.ms_mode``):
 * ``"graph"``: the whole train step (forward, losses, backward, optimiser update) is ONE
   ``mindspore.jit``-compiled function, compiled once per input shape; forward/eval/gradient
   calls are compiled functions too.
-* ``"pynative"``: forward, losses and backward run eagerly (``mindspore.value_and_grad``); only
-  the optimiser update — a fixed list of element-wise ops per parameter — is a compiled
-  function (running it eagerly costs ~12 kernel launches per parameter per step).
+* ``"pynative"``: the PyNative context with compiled blocks: a training step is TWO compiled
+  functions, the gradient (forward, losses, backward: ``mindspore.value_and_grad`` under
+  ``mindspore.jit``) and the optimiser update, with the gradients handed over between them
+  (``gradients()`` is the first one); ``forward()``, ``loss_terms()`` and
+  ``extract_features()`` run eagerly, op by op.
 
 Both modes compute the same numbers (tested). The process's global context stays PyNative.
 
@@ -22,7 +24,15 @@ the ``value_and_grad`` function, the compiled step, the optimiser with its momen
 and each step only creates its input Tensors (images, labels, modality, dropout masks, one
 small hyper-parameter vector), converts one loss vector to NumPy and keeps no Tensor. The
 learning rate and the Adam bias corrections travel in that hyper-parameter vector, so a new
-lr never re-creates or re-compiles anything. See ``benchmarks/bench_memory.py``.
+lr never re-creates or re-compiles anything. And no training step launches an eager kernel:
+MindSpore 2.8 leaks host memory on eager (PyNative) CPU kernel launches — for many ops
+(ReduceSum without an axis, MatMul/Dense, ReduceMax/Min, (Log)Softmax, Concat, Tile, Zeros,
+Eye, ...) each launch builds a kernel whose ``SetThreadPool`` re-runs
+``ActorMgr::Initialize`` and allocates a new actor thread pool that is never freed, 0.5–4 KB
+per launch; ``value_and_grad`` of a compiled function leaks ~1.3 KB per call too. With the
+step eager (MindSpore 2.8.0, CPU, tiny recipe, id+tri+kldiv) RSS grew ~360 KB/step; with
+the two compiled blocks it is flat (< 1 KB/step), as is graph mode. Compiled graphs create
+their kernels once. See ``benchmarks/bench_memory.py`` and ``tests/test_memory.py``.
 
 Optimisers are written out to match ``torch.optim.Adam`` / ``torch.optim.SGD`` exactly (L2
 weight decay added to the gradient; Adam's eps added to sqrt(v)/sqrt(1−β2^t); Nesterov SGD as
@@ -48,6 +58,7 @@ from mvd_backends.mindspore.convert import ms_name
 from mvd_backends.mindspore.losses import _MVDLoss
 from mvd_backends.mindspore.network import MVDNet
 from mvd_core.config import Config
+from mvd_core.devices import cpu_threads
 from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import TAP_NAMES, Batch
 from mvd_core.losses_spec import preset_weights
@@ -89,22 +100,23 @@ def _set_device(device: str) -> None:
 _THREADS_SET = False
 
 
-def _configure_cpu_threads() -> int | None:
+def _configure_cpu_threads(requested: int = 0, workers: int = 0) -> int | None:
     """Set MindSpore's CPU kernel thread count once per process (before the first kernel).
 
     MindSpore 2.8 defaults to 25 kernel threads whatever the machine. Its thread pool hands
     kernels to workers that spin (``sched_yield``); after 5 executions of a graph the runtime
     picks its execution strategy and, on an oversubscribed CPU (25 spinning threads on 2 cores,
     plus other processes), a step of the optimiser graph went from 0.2 s to 13-20 s. The count
-    is ``$MVD_MS_THREADS``, else ``$OMP_NUM_THREADS``, else the CPU count (on the 2-core
-    development machines 1 thread was the fastest for the tiny recipe: launch-bound).
+    is ``$MVD_MS_THREADS`` if set, else the project's policy :func:`mvd_core.devices.cpu_threads`
+    (``run.threads``, ``$OMP_NUM_THREADS``, or the cores the loader's workers leave free) --
+    the same number the torch backend uses. MindSpore fixes it once per process.
     """
     global _THREADS_SET
     if _THREADS_SET:
         return None
     _THREADS_SET = True
-    raw = os.environ.get("MVD_MS_THREADS") or os.environ.get("OMP_NUM_THREADS") or ""
-    n = int(raw) if raw.strip().isdigit() and int(raw) > 0 else (os.cpu_count() or 1)
+    raw = os.environ.get("MVD_MS_THREADS", "").strip()
+    n = int(raw) if raw.isdigit() and int(raw) > 0 else cpu_threads(requested, workers)
     n = max(1, min(n, os.cpu_count() or n))
     try:
         ms.device_context.cpu.op_tuning.threads_num(n)
@@ -123,13 +135,16 @@ _adam = ops.MultitypeFuncGraph("torch_adam")
 
 
 @_adam.register(
-    "Number", "Number", "Number", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor"
+    "Number", "Number", "Number", "Number", "Number",
+    "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
 )
-def _adam_update(b1, b2, eps, wd, step_size, bc2_sqrt, p, m, v, g):  # noqa: ANN001
+def _adam_update(c1, b2, c2, eps, wd, step_size, bc2_sqrt, p, m, v, g):  # noqa: ANN001
+    # c1 = 1−β1, c2 = 1−β2 are computed on the host in float64: written as (1.0 - b2) here, a
+    # compiled graph folds it in float32 (1 − 0.999f = 0.00099998713: v 1.3e-5 off)
     if wd != 0.0:
         g = g + wd * p
-    m_new = m + (1.0 - b1) * (g - m)
-    v_new = v * b2 + (1.0 - b2) * (g * g)
+    m_new = m + c1 * (g - m)
+    v_new = v * b2 + c2 * (g * g)
     denom = ops.sqrt(v_new) / bc2_sqrt + eps
     p_new = p - step_size * (m_new / denom)
     ops.assign(m, m_new)
@@ -177,16 +192,18 @@ class _TorchAdam(nn.Cell):
         self.nt = int(n_trunk)
         self.b1 = float(betas[0])
         self.b2 = float(betas[1])
+        self.c1 = 1.0 - self.b1  # on the host (see _adam_update)
+        self.c2 = 1.0 - self.b2
         self.eps = float(eps)
         self.wd = float(weight_decay)
         self.map = ops.HyperMap()
 
     def construct(self, grads: tuple, hyper: Tensor) -> Tensor:
         nt = self.nt
-        b1, b2, eps, wd = self.b1, self.b2, self.eps, self.wd
-        ok1 = self.map(ops.partial(_adam, b1, b2, eps, wd, hyper[0], hyper[2]),
+        c1, b2, c2, eps, wd = self.c1, self.b2, self.c2, self.eps, self.wd
+        ok1 = self.map(ops.partial(_adam, c1, b2, c2, eps, wd, hyper[0], hyper[2]),
                        self.params[:nt], self.m[:nt], self.v[:nt], grads[:nt])
-        ok2 = self.map(ops.partial(_adam, b1, b2, eps, wd, hyper[1], hyper[2]),
+        ok2 = self.map(ops.partial(_adam, c1, b2, c2, eps, wd, hyper[1], hyper[2]),
                        self.params[nt:], self.m[nt:], self.v[nt:], grads[nt:])
         return ops.depend(hyper[2], (ok1, ok2))
 
@@ -241,7 +258,7 @@ class MindSporeBackend:
     def __init__(self, cfg: Config, num_classes: int, device: str = "CPU", seed: int = 0) -> None:
         _set_device(device)
         if device == "CPU":
-            _configure_cpu_threads()
+            _configure_cpu_threads(cfg.run.threads, cfg.data.workers)
         if cfg.run.ms_mode not in ("graph", "pynative"):
             raise MvdError(f"run.ms_mode: {cfg.run.ms_mode!r} is not one of graph, pynative")
         self.cfg = cfg
@@ -291,7 +308,8 @@ class MindSporeBackend:
             raise MvdError(f"optim.name: {o.name!r} is not one of adam, sgd")
         self.step_count = 0  # optimiser steps taken (Adam's t)
 
-        self.loss = _MVDLoss(cfg.loss, host_stop=not self.graph)
+        # traced into the compiled step in both modes (so no host read-back of the Sinkhorn stop)
+        self.loss = _MVDLoss(cfg.loss)
         self.terms: tuple[str, ...] = self.loss.terms
         self._needs_negatives = (
             "tri" in preset_weights(cfg.loss.preset) and cfg.loss.triplet == "batch_hard"
@@ -332,6 +350,8 @@ class MindSporeBackend:
         def loss_only(x, labels, modality, masks):
             return loss(net(x, masks), labels, modality)
 
+        # the training step, in both modes, is compiled: eager kernel launches leak host memory
+        # in MindSpore 2.8 (module doc, "Memory")
         if self.graph:
             def train_step(x, labels, modality, masks, hyper):
                 (_, terms), grads = grad_fn(x, labels, modality, masks)
@@ -345,19 +365,25 @@ class MindSporeBackend:
             self._extract: Callable = jit(extract)
             self._loss_fn: Callable = jit(loss_only)
         else:
+            grads_c = ms.jit(grads_only)
             opt_c = ms.jit(opt.construct)
+            # eager loss evaluation reads the Sinkhorn stop back (same values, fewer launches)
+            eager_loss = _MVDLoss(self.cfg.loss, host_stop=True)
 
             def train_step(x, labels, modality, masks, hyper):
-                (_, terms), grads = grad_fn(x, labels, modality, masks)
+                terms, grads = grads_c(x, labels, modality, masks)
                 opt_c(ms.mutable(grads), hyper)
                 return terms
 
+            def loss_eager(x, labels, modality, masks):
+                return eager_loss(net(x, masks), labels, modality)
+
             self._train_fn = train_step
-            self._grad_fn = grads_only
+            self._grad_fn = grads_c
             self._fwd_train = forward
             self._fwd_eval = forward_eval
             self._extract = extract
-            self._loss_fn = loss_only
+            self._loss_fn = loss_eager
 
     # ---------------------------------------------------------------- helpers
     def _inputs(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
