@@ -3,7 +3,7 @@
 import os
 
 os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # see mvd_core.devices.cpu_threads
 
 
 import pytest  # noqa: E402

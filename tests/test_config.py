@@ -10,7 +10,7 @@ from mvd_core.errors import ConfigError
 
 
 def test_recipes_are_shipped():
-    assert {"mvd-ms", "mvd-pt", "tiny"} <= set(C.recipe_names())
+    assert {"mvd-ms", "mvd-pt", "tiny", "demo"} <= set(C.recipe_names())
 
 
 def test_mvd_ms_is_the_seed_defaults():
@@ -43,6 +43,15 @@ def test_tiny_inherits_and_shrinks():
     assert cfg.model.width == 8 and (cfg.data.height, cfg.data.width) == (64, 32)
     assert cfg.loss.preset == "id+tri+kldiv"  # from its base, mvd-ms
     assert cfg.model.vib_hidden == (128, 64)
+    assert cfg.model.residual_gain == 0.1
+
+
+def test_demo_is_tiny_with_a_longer_schedule():
+    tiny, demo = C.load_config("tiny"), C.load_config("demo")
+    assert demo.recipe == "demo" and demo.model == tiny.model
+    assert demo.loss.preset == "id+tri+kldiv"
+    assert (demo.data.num_ids, demo.data.num_pos) == (8, 4)
+    assert demo.schedule.epochs > tiny.schedule.epochs
 
 
 def test_configs_are_frozen():

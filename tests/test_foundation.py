@@ -4,12 +4,13 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from mvd_cli.app import app
-from mvd_core import __version__
-from mvd_core.devices import normalize_device
+from mvd_core import __version__, devices
+from mvd_core.devices import cpu_threads, normalize_device
 from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.registry import backend_class, backend_names
 
@@ -83,6 +84,20 @@ def test_bad_devices():
         normalize_device("jax", "cpu")
 
 
+def test_cpu_thread_policy(monkeypatch):
+    monkeypatch.setattr(devices, "available_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cpu_threads(0, workers=2) == 6  # one core per loader worker is left free
+    assert cpu_threads(0, workers=0) == 8
+    assert cpu_threads(3, workers=2) == 3  # run.threads / --threads wins
+    monkeypatch.setattr(devices, "available_cores", lambda: 2)
+    assert cpu_threads(0, workers=2) == 1  # never below one
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert cpu_threads(0, workers=2) == 2  # an explicit environment is respected
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert cpu_threads(0, workers=1) == 1
+
+
 def test_registry_resolves_lazily_and_names_the_extra(monkeypatch):
     assert backend_names() == ["torch", "mindspore"]
     with pytest.raises(MvdError, match="'jax': unknown backend.*torch, mindspore"):
@@ -124,3 +139,23 @@ def test_cli_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "mvd_cli.app", "--version"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_model_spec_lr_groups_and_residual_gain():
+    """As the MindSpore code: a whole backbone (trunk, CAM, BN-neck, ID classifier) at
+    trunk_lr_mult, only the VIB heads at head_lr_mult; bn3 γ starts at model.residual_gain."""
+    from mvd_core.config import ModelConfig
+    from mvd_core.model_spec import init_params, model_spec
+
+    spec = model_spec(ModelConfig(width=8, cam=True, residual_gain=0.25), 5)
+    for name, s in spec.items():
+        assert s.group == ("head" if ".vib." in name else "trunk"), name
+    assert spec["v.bnneck.weight"].group == spec["s.classifier.weight"].group == "trunk"
+    params = init_params(spec, 0)
+    bn3 = [k for k in params if k.endswith(".bn3.weight")]
+    assert len(bn3) == 3 * 16
+    assert all(np.all(params[k] == np.float32(0.25)) for k in bn3)
+    assert np.all(params["v.trunk.layer1.0.bn2.weight"] == 1.0)
+    assert np.all(params["i.trunk.layer2.0.downsample.1.weight"] == 1.0)
+    with pytest.raises(ValueError, match="residual_gain"):
+        model_spec(ModelConfig(width=8, residual_gain=-1.0), 5)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from mvd_core.config import Config
+from mvd_core.devices import cpu_threads
 from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import Batch
 from mvd_core.losses_spec import preset_weights
@@ -67,6 +68,11 @@ class TorchBackend:
         self.device = _resolve_device(device)
         self.seed = int(seed)
         self._amp_dtype = self._check_amp(cfg.run.amp)
+        if self.device.type == "cpu":
+            threads = cpu_threads(cfg.run.threads, cfg.data.workers)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+                log.info("torch CPU threads: %d", threads)
         # The backend's own RNG stream (dropout): seeded here, swapped in around every call
         # that may draw from it, so that several backends in one process do not interfere.
         outer = self._global_rng()
