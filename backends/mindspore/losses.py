@@ -195,9 +195,9 @@ def sinkhorn_cost(
     The stop is data-dependent; to stay one static graph the loop always runs ``max_iter``
     trips and freezes u, v (``where(done, old, new)``) from the trip after the criterion first
     holds: identical values, and identical gradients (a frozen trip passes the gradient to the
-    old iterate only). (The backend's PyNative path uses :func:`_sinkhorn` with
-    ``host_stop=True``: it reads the criterion back each trip and leaves the loop — the same
-    values, fewer kernel launches.)
+    old iterate only). (The backend's eager loss evaluation, ``loss_terms`` in PyNative mode,
+    uses :func:`_sinkhorn` with ``host_stop=True``: it reads the criterion back each trip and
+    leaves the loop — the same values, fewer kernel launches.)
     """
     return _sinkhorn(p, q, eps, max_iter, thresh, False)
 
