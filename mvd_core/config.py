@@ -128,6 +128,7 @@ class RunConfig:
     val_ids: int = 0  # carve N training ids for validation / "best" checkpoint
     amp: str = "none"  # none | bf16 | fp16 (torch CUDA)
     ms_mode: str = "pynative"  # graph | pynative (mindspore)
+    precision: str = "fp32"  # fp32 | fp64 (torch only: the float64 arbiter of `mvd parity`)
     threads: int = 0  # CPU compute threads; 0 = auto (see mvd_core.devices.cpu_threads)
 
 
@@ -161,6 +162,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "run.backend": ("torch", "mindspore"),
     "run.amp": ("none", "bf16", "fp16"),
     "run.ms_mode": ("graph", "pynative"),
+    "run.precision": ("fp32", "fp64"),
 }
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "recipe"}

@@ -19,6 +19,27 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: name -> the ``run.precision`` values the backend can train in, and why not the others
+PRECISIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "torch": (("fp32", "fp64"), ""),
+    "mindspore": (
+        ("fp32",),
+        "MindSpore 2.8 has no float64 Conv2D and no float64 train-mode BatchNorm kernels "
+        "(CPU, GPU or Ascend), so the network cannot run in float64",
+    ),
+}
+
+
+def check_precision(name: str, precision: str) -> None:
+    """Raise :class:`MvdError` unless backend ``name`` supports ``run.precision=precision``."""
+    allowed, why = PRECISIONS.get(name, (("fp32",), ""))
+    if precision not in allowed:
+        raise MvdError(
+            f"run.precision={precision!r}: the {name} backend supports only "
+            f"{', '.join(allowed)}" + (f" ({why})" if why else "")
+        )
+
+
 def backend_names() -> list[str]:
     return list(BACKENDS)
 
@@ -58,5 +79,6 @@ def backend_class(name: str) -> type:
 def create_backend(cfg: Config, num_classes: int, device: str | None = None) -> Backend:
     """Build the backend ``cfg.run.backend`` on ``device`` (default ``cfg.run.device``)."""
     name = cfg.run.backend
+    check_precision(name, cfg.run.precision)
     dev = normalize_device(name, device if device is not None else cfg.run.device)
     return backend_class(name)(cfg, num_classes, dev, cfg.run.seed)

@@ -1,5 +1,7 @@
 """Every numerical tolerance the project uses to call two results "the same", in one table, each
-with its reason. fp32 throughout (parity runs both backends in float32 on the same device kind).
+with its reason. fp32 throughout (parity runs both backends in float32 on the same device kind),
+except the fp64 arbiter of `mvd parity` (``NOISE_FLOOR``): torch in float64 judges the rows of
+the ``arbitrated`` tolerances that fail at fp32 (see mvd_core.parity.arbitrate).
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ class Tolerance:
     rtol: float  # relative part (see `kind`)
     atol: float  # absolute part
     kind: str  # "allclose": |a-b| <= atol + rtol*|b| elementwise; "norm": ||a-b|| <= atol + rtol*||b||;
-    #            "abs": |a-b| <= atol (scalars, e.g. metrics in percentage points)
+    #            "abs": |a-b| <= atol (scalars, e.g. metrics in percentage points);
+    #            "floor": the fp64 arbiter's rule, rtol = K_NOISE (see NOISE_FLOOR)
     reason: str
+    #: a row under this tolerance that fails it may still pass by the fp64 arbiter (NOISE_FLOOR)
+    arbitrated: bool = False
 
+
+#: the name of the fp64 arbiter's entry in TOLERANCES
+NOISE_FLOOR = "noise-floor"
 
 TOLERANCES: dict[str, Tolerance] = {
     "forward": Tolerance(
@@ -32,6 +40,14 @@ TOLERANCES: dict[str, Tolerance] = {
         1e-4, 1e-6, "allclose",
         "loss terms are reductions of the forward taps: the forward noise plus one more summation.",
     ),
+    "steps": Tolerance(
+        1e-4, 1e-6, "allclose",
+        "loss of every optimiser step (the forward before the update): as loss for step 1; the "
+        "later steps run on parameters that carry the ReLU-flip drift of the earlier updates (see "
+        "grad, params), which grows step by step: tiny seed 0, torch fp32 vs torch fp64 "
+        "1.6e-4 at step 5 (MindSpore vs fp64 2.9e-6). Failing rows go to the fp64 arbiter.",
+        arbitrated=True,
+    ),
     "grad": Tolerance(
         1e-3, 1e-7, "norm",
         "per-parameter gradient (whole tensor, L2): backward kernels differ in summation order and "
@@ -43,7 +59,12 @@ TOLERANCES: dict[str, Tolerance] = {
         "trunk gradient upstream of it by 0.3-1 % (measured, tiny, seed 0: torch fp32 flips one "
         "layer4 ReLU input of 1.0e-7 -> v-trunk gradients 3e-3..7e-3 off torch fp64; MindSpore "
         "flips one layer3 input of 2.7e-8 -> i-trunk 1e-3..1.1e-2 off). Kept at 1e-3: it is what a "
-        "flip-free tensor must meet (head gradients always do); the trunk rows are a known gap.",
+        "flip-free tensor must meet (head gradients always do, without the arbiter). A trunk "
+        "row that fails it goes to the fp64 arbiter (noise-floor), which passes it iff MindSpore "
+        "is no further from torch fp64 than 2x torch fp32's largest distance from fp64 in this "
+        "section of this run (seed 0: 1.1e-2 against a floor of 7.2e-3). MindSpore 2.8 cannot "
+        "run float64 itself, so this is the closest available check of a flip-affected row.",
+        arbitrated=True,
     ),
     "params": Tolerance(
         1e-3, 1e-7, "norm",
@@ -52,20 +73,62 @@ TOLERANCES: dict[str, Tolerance] = {
         "flip (see grad) in any step's batch carries into the trunk parameters, BN biases most "
         "(they start at 0, so their error is that of their updates): after 5 steps on the parity "
         "weights torch fp32 itself ends 109 trunk tensors beyond 1e-3 of torch fp64 (worst 4.7e-2, "
-        "seed 1), MindSpore vs torch 44 (worst 4.2e-3, seed 0); head parameters agree.",
+        "seed 1), MindSpore vs torch 44 (worst 4.2e-3, seed 0). Head parameters (VIB biases, "
+        "classifier) inherit it through the trunk features of the later steps: tiny seed 0, 7 "
+        "head tensors beyond 1e-3 (worst VIB bias 5.2e-2, torch fp32 vs fp64 alike). Failing rows "
+        "go to the fp64 arbiter; the floor here is large (seed 0: 0.14, a v-trunk BN bias that "
+        "starts at 0 and whose 5 Adam updates torch fp32 got partly wrong), so the bound 2x0.14 "
+        "is loose for the large weight tensors: with --perturb 1e-2 and 5 steps the arbiter "
+        "passes 636 of 795 perturbed trunk parameter tensors (median 6e-2 off fp64; with 1 step "
+        "the floor is 3.7e-4 and none). The flip-free rows (forward, loss, head gradients) are "
+        "what catch a wrong implementation.",
+        arbitrated=True,
     ),
     "features": Tolerance(
         1e-4, 1e-5, "allclose",
         "extracted (L2-normalised) test features: as forward taps. Extracted after the K steps, "
-        "they inherit the trunk parameters' flip-driven drift (see params): 1.2e-4 relative, "
-        "6e-5 absolute on the tiny parity run.",
+        "they inherit the trunk parameters' flip-driven drift (see params): tiny seed 0, "
+        "MindSpore vs torch 1.4e-3 relative with torch fp32 itself 1.4e-3 from torch fp64 and "
+        "MindSpore 1.1e-4 from it. Failing rows go to the fp64 arbiter.",
+        arbitrated=True,
     ),
     "metrics": Tolerance(
         0.0, 0.1, "abs",
         "CMC/mAP/mINP in percentage points: a feature difference at the 1e-5 level can swap two "
-        "near-tied gallery items; 0.1 pp allows that, not a systematic gap.",
+        "near-tied gallery items; 0.1 pp allows that, not a systematic gap. The features are "
+        "extracted after the steps, so their flip drift can swap more (tiny seed 0: mAP 0.38 pp "
+        "between torch fp32 and torch fp64, 0.003 pp between MindSpore and fp64): failing rows "
+        "go to the fp64 arbiter, with an absolute floor in percentage points.",
+        arbitrated=True,
+    ),
+    NOISE_FLOOR: Tolerance(
+        2.0, 0.0, "floor",
+        "the fp64 arbiter, rtol = K_NOISE. fp32 cannot decide the rows of the arbitrated "
+        "tolerances: a single ReLU input within rounding of 0 flips sign in one framework and "
+        "not the other and moves a whole trunk (see grad); torch fp32 is as far from torch fp64 "
+        "as MindSpore is from torch fp32, and MindSpore 2.8 has no float64 Conv2D or train-mode "
+        "BatchNorm, so it cannot be run in fp64. Rule: a row failing its fp32 tolerance passes "
+        "iff err(MindSpore, torch fp64) <= max(its own rtol (atol for abs), K_NOISE x floor), "
+        "floor = max over the rows of its section of err(torch fp32, torch fp64) (relative; "
+        "percentage points for metrics; rows whose fp64 norm is below atol/rtol -- gradients "
+        "that are 0 in exact arithmetic -- left out), measured in the same run. K_NOISE = 2: "
+        "MindSpore may be at most twice as affected by fp32 rounding as torch is. Measured "
+        "e_cand/floor, largest over the failing rows of a section, tiny, pynative: seed 0 "
+        "grad 1.53, params 0.03, features 0.08, steps 0.02, metrics 0.008 (pass); seed 1 "
+        "params 0.56, features 0.18 (pass); seed 2 params 3.8, features 6.2 (FAIL: MindSpore "
+        "flipped during the steps, torch fp32 barely -- the floor is ONE sample of a heavy-tailed "
+        "process, so a seed or CPU whose kernels flip differently can fail; the fixed CI point is "
+        "seed 0). Graph mode, seed 0: the same ratios (the gradient and step are compiled in both "
+        "modes). A perturbed candidate (--perturb 1e-2, 1 step): no row passes by the arbiter, "
+        "all 477 trunk gradients and 785 of 795 trunk parameter rows fail (trunk gradients 294x "
+        "the floor); "
+        "with 5 steps the params floor (0.14) lets 636 perturbed trunk parameters through (see "
+        "params) while every gradient, forward and loss row still fails.",
     ),
 }
+
+#: the fp64 arbiter's multiplier of the measured fp32 noise floor
+K_NOISE: float = TOLERANCES[NOISE_FLOOR].rtol
 
 
 def get(name: str) -> Tolerance:

@@ -80,12 +80,26 @@ def test_overrides_are_typed():
         ("model.width", "expected section.key=value"),
         ("width=3", "expected section.key=value"),
         ("model.vib_hidden=[1]", "expected a list of 2 values"),
+        ("run.precision=fp16", "run.precision='fp16' is not one of fp32, fp64"),
     ],
 )
 def test_bad_overrides_name_the_key(expr, needle):
     with pytest.raises(ConfigError, match=None) as e:
         C.load_config("tiny", [expr])
     assert needle in str(e.value)
+
+
+def test_precision_defaults_to_fp32_and_fp64_is_torch_only():
+    from mvd_core.errors import MvdError
+    from mvd_core.registry import create_backend
+
+    assert C.load_config("tiny").run.precision == "fp32"
+    cfg = C.load_config("tiny", ["run.precision=fp64", "run.backend=mindspore"])
+    assert cfg.run.precision == "fp64"
+    # refused before MindSpore is imported, naming why
+    with pytest.raises(MvdError, match="MindSpore 2.8 has no float64 Conv2D") as e:
+        create_backend(cfg, 4)
+    assert "run.precision='fp64'" in str(e.value) and "supports only fp32" in str(e.value)
 
 
 def test_bad_yaml_files(tmp_path):

@@ -1,17 +1,19 @@
 """`mvd parity`: the torch and MindSpore MVDs compute the same model (both MindSpore modes),
 and the check can fail.
 
-One `mvd parity --config tiny` run per MindSpore mode (a module fixture) serves two tests:
+One `mvd parity --config tiny` run per MindSpore mode (a module fixture) serves three tests:
 
-- every comparison that fp32 rounding cannot move past its tolerance must pass: forward taps
-  (eval and train), every loss term of every preset, the loss of every optimiser step, the
-  metrics, and the gradient and final value of every *head* parameter (BN-neck, classifier, VIB);
-- the whole report passing is an expected failure (issue 7): the trunk gradients, the trunk
-  parameters after the steps and the features extracted after them hinge on the sign of single
-  ReLU inputs that lie within fp32 rounding of 0 (~1 per batch and framework among the ~1.5 M
-  trunk pre-activations of an observation), and one such flip moves a whole trunk's gradients
-  by 0.3–1 % (see mvd_core/tolerances.py, "grad"). Which batches flip depends on the kernels'
-  summation order, so it is not strict.
+- every comparison that fp32 rounding cannot move past its tolerance must pass *at fp32*,
+  without the fp64 arbiter: forward taps (eval and train), every loss term of every preset, the
+  loss of the first optimiser step and the gradient of every *head* parameter (BN-neck,
+  classifier, VIB);
+- the whole report passes. The trunk gradients, everything after the optimiser steps (step
+  losses, parameters, the features extracted after them and their metrics) hinge on the sign of
+  single ReLU inputs within fp32 rounding of 0 (~1 per batch and framework; one flip moves a
+  whole trunk's gradients by 0.3-1 %, torch fp32 against torch fp64 too). Those rows may pass by
+  the fp64 arbiter: MindSpore no further from torch float64 than K_NOISE x torch fp32's own
+  distance from it in that section (mvd_core/tolerances.py, "noise-floor");
+- every row the arbiter passed carries its fp64 numbers and meets its bound.
 """
 
 import json
@@ -21,7 +23,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mvd_cli.app import app
-from mvd_core.parity import compare
+from mvd_core.parity import arbitrate, compare, noise_floor
+from mvd_core.tolerances import K_NOISE, NOISE_FLOOR, TOLERANCES
 
 pytestmark = [pytest.mark.parity, pytest.mark.torch, pytest.mark.mindspore]
 runner = CliRunner()
@@ -38,10 +41,15 @@ def tiny_parity(request, tmp_path_factory):
     return mode, r, json.loads(out.read_text())
 
 
-def _flip_exposed(row: dict) -> bool:
-    """Trunk gradients/parameters and the features extracted after the steps (module doc)."""
+def _flip_free(row: dict) -> bool:
+    """Rows computed before any optimiser step that no ReLU flip can move past their tolerance:
+    forward taps, loss terms, the first step's loss, head gradients (module doc)."""
     section = row["section"].split("/")[0]
-    return section == "features" or (section in ("grad", "params") and ".trunk." in row["name"])
+    if section in ("forward", "loss"):
+        return True
+    if section == "steps":
+        return row["name"].startswith("step 1 ")
+    return section == "grad" and ".trunk." not in row["name"]
 
 
 def test_parity_tiny_agrees_where_rounding_cannot_flip(tiny_parity):
@@ -50,22 +58,36 @@ def test_parity_tiny_agrees_where_rounding_cannot_flip(tiny_parity):
     assert data["settings"]["residual_gain"] == 0.1
     rows = data["rows"]
     assert {row["section"].split("/")[0] for row in rows} == SECTIONS
-    checked = [row for row in rows if not _flip_exposed(row)]
-    # 34 taps, 27 loss terms, 5 step losses, 4 metrics, 57 head gradients, 81 head parameters
-    assert len(checked) >= 34 + 27 + 5 + 4 + 57 + 81
-    failed = [f"{row['section']} {row['name']} rel {row['rel']:.3g}" for row in checked if not row["passed"]]
+    checked = [row for row in rows if _flip_free(row)]
+    # 34 taps, 27 loss terms, 1 step loss, 57 head gradients
+    assert len(checked) >= 34 + 27 + 1 + 57
+    failed = [f"{row['section']} {row['name']} rel {row['rel']:.3g}" for row in checked
+              if not row["passed"] or row["via_arbiter"]]
     assert not failed, "\n".join(failed)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 7: trunk gradients/parameters hinge on ReLU inputs within fp32 rounding of 0 "
-    "(one sign flip moves a trunk's gradients by 0.3-1 %, torch fp32 against torch fp64 too)",
-)
 def test_parity_tiny_passes(tiny_parity):
     mode, r, data = tiny_parity
     assert r.exit_code == 0, r.output
     assert data["passed"] and "PASS" in r.output
+    assert data["settings"]["arbiter"] == "torch fp64"
+    assert data["settings"]["k_noise"] == K_NOISE
+
+
+def test_parity_tiny_arbiter_rows_carry_their_fp64_numbers(tiny_parity):
+    mode, r, data = tiny_parity
+    floors = data["settings"]["noise_floor"]
+    assert {s.split("/")[0] for s in floors} == {"steps", "grad", "params", "features", "metrics"}
+    for row in data["rows"]:
+        arbitrated = TOLERANCES[row["tolerance"]].arbitrated and row["section"] in floors
+        assert (row["exact_rel"] is not None) == arbitrated, row
+        if row["via_arbiter"]:
+            assert row["passed"] and row["exact_rel"] <= row["bound"], row
+            assert row["floor"] == floors[row["section"]][0]
+            tol = TOLERANCES[row["tolerance"]]
+            own = tol.atol if tol.kind == "abs" else tol.rtol
+            assert row["bound"] == pytest.approx(max(own, K_NOISE * row["floor"]))
+    assert "fp32 noise floor, grad" in r.output
 
 
 def test_parity_fails_when_weights_are_perturbed(tmp_path):
@@ -74,10 +96,20 @@ def test_parity_fails_when_weights_are_perturbed(tmp_path):
     assert r.exit_code == 1, r.output
     data = json.loads((tmp_path / "p.json").read_text())
     assert not data["passed"]
-    failed = {row["section"].split("/")[0] for row in data["rows"] if not row["passed"]}
-    assert {"forward", "loss", "features"} <= failed
-    # the flip-free comparisons above catch it too: head gradients and forward taps
-    assert any(not row["passed"] for row in data["rows"] if row["section"] == "grad" and ".vib." in row["name"])
+    failed = [row for row in data["rows"] if not row["passed"]]
+    # rows the arbiter never judges catch it: forward taps and loss terms
+    assert {"forward", "loss"} <= {row["section"].split("/")[0] for row in failed}
+    # so do the flip-free head gradients, and the arbiter does not rescue them
+    assert any(row["section"] == "grad" and ".vib." in row["name"] for row in failed)
+    # nor the trunk: perturbed trunk gradients/parameters stay failures with the arbiter on
+    # (after ONE step; after 5 the parameters' floor, set by BN biases that start at 0, is 0.14
+    # and the arbiter passes most perturbed trunk parameters -- mvd_core/tolerances.py, params)
+    for sec in ("grad", "params"):
+        trunk = [row for row in data["rows"]
+                 if row["section"].startswith(sec) and ".trunk." in row["name"]]
+        assert trunk and not any(row["via_arbiter"] for row in trunk), sec
+        assert sum(not row["passed"] for row in trunk) > 0.9 * len(trunk), sec
+    assert {"features"} <= {row["section"] for row in failed}
 
 
 def test_compare_rules():
@@ -89,3 +121,62 @@ def test_compare_rules():
     assert not compare("s", "shape", ref[:2], ref, "forward").passed
     assert compare("m", "pp", 50.05, 50.0, "metrics").passed
     assert not compare("m", "pp", 50.2, 50.0, "metrics").passed
+
+
+def test_arbiter_rule():
+    """A row failing its fp32 tolerance passes iff rel(candidate, fp64) <= max(rtol,
+    K_NOISE x floor), floor = the largest rel(reference fp32, fp64) of the section."""
+    assert TOLERANCES[NOISE_FLOOR].kind == "floor" and 1.0 <= K_NOISE <= 3.0
+    rng = np.random.default_rng(0)
+    exact = {n: rng.standard_normal(50) for n in ("a", "b", "c")}
+
+    def off(v: np.ndarray, rel: float) -> np.ndarray:  # v moved by exactly `rel` relative
+        d = rng.standard_normal(v.shape)
+        return v + rel * np.linalg.norm(v) * d / np.linalg.norm(d)
+
+    # the fp32 reference: one flip-like 5e-3 error in "b", rounding elsewhere
+    ref = {"a": off(exact["a"], 1e-6), "b": off(exact["b"], 5e-3), "c": off(exact["c"], 1e-6)}
+    # a zero-in-exact-arithmetic row (|fp64| * rtol < atol) must not set the floor
+    exact["z"], ref["z"] = np.full(4, 1e-12), np.full(4, 1e-8)
+    floor, where = noise_floor(ref, exact, "grad")
+    assert where == "b" and floor == pytest.approx(5e-3)
+    bound = K_NOISE * floor
+    cand = {"a": off(exact["a"], 0.9 * bound), "c": off(exact["c"], 1.1 * bound)}
+    for name, ok in (("a", True), ("c", False)):
+        row = compare("grad", name, cand[name], ref[name], "grad")
+        assert not row.passed  # fails at fp32: ~5e-3 from the reference, tolerance 1e-3
+        judged = arbitrate(row, cand[name], exact[name], floor)
+        assert judged.passed is ok and judged.via_arbiter is ok
+        assert judged.bound == pytest.approx(bound) and judged.floor == floor
+        assert judged.exact_rel == pytest.approx((0.9 if ok else 1.1) * bound)
+        assert ("<=" if ok else ">") in judged.note()
+    # a row that passes at fp32 stays passed, not "via the arbiter"
+    row = compare("grad", "a", ref["a"], ref["a"], "grad")
+    judged = arbitrate(row, ref["a"], exact["a"], floor)
+    assert judged.passed and not judged.via_arbiter and judged.note() == ""
+    # below the floor the fp32 tolerance itself bounds the distance from fp64
+    row = compare("grad", "a", off(exact["a"], 5e-4), off(exact["a"], 2e-3), "grad")
+    assert arbitrate(row, off(exact["a"], 5e-4), exact["a"], 1e-6).bound == 1e-3
+    # non-finite candidates never pass; flip-free tolerances cannot be arbitrated
+    bad = np.full(50, np.nan)
+    assert not arbitrate(compare("grad", "a", bad, ref["a"], "grad"), bad, exact["a"], floor).passed
+    with pytest.raises(ValueError, match="forward"):
+        arbitrate(compare("forward", "t", ref["a"], exact["a"], "forward"), ref["a"], exact["a"], 1.0)
+    # metrics ("abs", percentage points): the floor is absolute
+    m = compare("metrics", "mAP", 30.0, 30.4, "metrics")
+    assert not m.passed
+    assert arbitrate(m, 30.0, 30.05, noise_floor({"x": 30.4}, {"x": 30.05}, "metrics")[0]).passed
+    assert not arbitrate(m, 30.0, 30.4, noise_floor({"x": 30.35}, {"x": 30.4}, "metrics")[0]).passed
+
+
+def test_run_parity_without_the_arbiter_torch_against_itself():
+    """arbiter=False: no fp64 run, no fp64 numbers, every row judged by fp32 alone."""
+    from mvd_core.config import load_config
+    from mvd_core.parity import run_parity
+
+    cfg = load_config("tiny", ["data.height=32", "data.width=16"])
+    rep = run_parity(cfg, backends=("torch", "torch"), steps=1, batch=8, loss_cases=(),
+                     arbiter=False)
+    assert rep.passed and rep.settings["arbiter"] is None and "noise_floor" not in rep.settings
+    assert all(r.exact_rel is None and not r.via_arbiter for r in rep.rows)
+    assert "fp64 arbiter: off" in rep.to_table()

@@ -11,6 +11,11 @@ MindSpore backend produces too, so checkpoints are interchangeable:
 with ``<param>`` every *trainable* canonical parameter. Before the first step the moments are
 zeros (torch's lazily created state is equivalent to zeros: Adam at step 0, SGD's first
 ``buf = grad`` equals ``0·momentum + grad``). Weight decay is L2 added to the gradient.
+
+``run.precision=fp64`` builds the network, its inputs and the optimiser state in float64 (the
+float64 arbiter of ``mvd parity``); parameters, checkpoints and optimiser state still cross the
+interface as float32, gradients, forward taps and features come back as float64. It cannot be
+combined with ``run.amp``.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class TorchBackend:
         self.num_classes = int(num_classes)
         self.device = _resolve_device(device)
         self.seed = int(seed)
+        self._dtype = self._check_precision(cfg.run.precision, cfg.run.amp)
         self._amp_dtype = self._check_amp(cfg.run.amp)
         if self.device.type == "cpu":
             threads = cpu_threads(cfg.run.threads, cfg.data.workers)
@@ -95,7 +101,7 @@ class TorchBackend:
         self.net = MVDNet(cfg.model, self.num_classes)
         self._tensors = self._canonical_tensors()
         self._load(params, "initial parameters", strict=True)
-        self.net.to(self.device)
+        self.net.to(device=self.device, dtype=self._dtype)
         self._tensors = self._canonical_tensors()  # re-bind after .to(): moved storages
 
         self.trainable = [k for k, s in self.spec.items() if s.trainable]
@@ -104,11 +110,12 @@ class TorchBackend:
         if self._amp_dtype == torch.float16:
             self._scaler = torch.amp.GradScaler("cuda")
         log.info(
-            "torch backend: %s, %d classes, %d trainable tensors, amp=%s",
+            "torch backend: %s, %d classes, %d trainable tensors, amp=%s, %s",
             self.device,
             self.num_classes,
             len(self.trainable),
             cfg.run.amp,
+            cfg.run.precision,
         )
 
     # ------------------------------------------------------------------ set-up helpers
@@ -123,6 +130,17 @@ class TorchBackend:
                 "use run.amp=none on the CPU"
             )
         return torch.bfloat16 if amp == "bf16" else torch.float16
+
+    @staticmethod
+    def _check_precision(precision: str, amp: str) -> torch.dtype:
+        if precision not in ("fp32", "fp64"):
+            raise MvdError(f"run.precision={precision!r}: expected fp32 or fp64")
+        if precision == "fp64" and amp != "none":
+            raise MvdError(
+                f"run.precision=fp64 cannot be combined with run.amp={amp}: autocast would "
+                f"compute in {amp} what fp64 computes in float64; use run.amp=none"
+            )
+        return torch.float64 if precision == "fp64" else torch.float32
 
     def _canonical_tensors(self) -> dict[str, torch.Tensor]:
         """Canonical name → the live parameter/buffer tensor (no num_batches_tracked)."""
@@ -176,7 +194,7 @@ class TorchBackend:
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
-        return x
+        return x if self._dtype == torch.float32 else x.to(self._dtype)
 
     def _batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         labels = np.asarray(batch.labels)
@@ -206,9 +224,17 @@ class TorchBackend:
         return losses.mvd_loss(out, y, m, self.cfg.loss)
 
     @staticmethod
+    def _out(t: torch.Tensor) -> np.ndarray:
+        """A result as NumPy: float32, float64 at ``run.precision=fp64`` (autocast upcast)."""
+        t = t.detach()
+        if t.dtype not in (torch.float32, torch.float64):
+            t = t.float()
+        return t.cpu().numpy()
+
+    @staticmethod
     def _to_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
         names = list(terms)
-        values = torch.stack([terms[k].detach().float() for k in names]).cpu().tolist()
+        values = torch.stack([terms[k].detach().double() for k in names]).cpu().tolist()
         return dict(zip(names, values, strict=True))
 
     def _global_rng(self) -> dict[str, torch.Tensor]:
@@ -269,7 +295,7 @@ class TorchBackend:
         self.net.train(train)
         with self._own_rng(), torch.no_grad(), self._autocast():
             out = self.net(x)
-        return {k: v.float().cpu().numpy() for k, v in out.items()}
+        return {k: self._out(v) for k, v in out.items()}
 
     def loss_terms(self, batch: Batch) -> dict[str, float]:
         """Loss terms in train mode; no update -- BatchNorm running statistics and the RNG are
@@ -292,8 +318,7 @@ class TorchBackend:
             grads = torch.autograd.grad(total, list(params.values()), allow_unused=True)
         result = {}
         for (k, p), g in zip(params.items(), grads, strict=True):
-            arr = torch.zeros_like(p) if g is None else g
-            result[k] = arr.detach().float().cpu().numpy().copy()
+            result[k] = self._out(torch.zeros_like(p) if g is None else g).copy()
         return result
 
     def extract_features(self, images: np.ndarray, modality: str) -> np.ndarray:
@@ -308,10 +333,10 @@ class TorchBackend:
         with torch.no_grad(), self._autocast():
             for start in range(0, images.shape[0], bs):
                 f = self.net.extract(self._images(images[start : start + bs]))
-                chunks.append(f.float().cpu())
+                chunks.append(f.cpu())
         if not chunks:
             return np.zeros((0, descriptor_dim(self.cfg.model)), np.float32)
-        return torch.cat(chunks).numpy()
+        return self._out(torch.cat(chunks))
 
     def state(self) -> dict[str, np.ndarray]:
         return torch_to_canonical(self._tensors)

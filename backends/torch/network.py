@@ -98,11 +98,16 @@ class ResNet50Trunk(nn.Module):
         return x
 
 
+def _full(x: Tensor) -> Tensor:
+    """float32, or float64 if given (``run.precision=fp64``); half/bfloat16 are upcast."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 class ChannelAttention(nn.Module):
     """DANet channel attention (CAM): out = γ·(A·X) + X, A = softmax(max(E) − E), E = X·Xᵀ.
 
-    Computed in float32 even under autocast: E sums thousands of squared activations and
-    overflows float16.
+    Computed in float32 (float64 at ``run.precision=fp64``) even under autocast: E sums
+    thousands of squared activations and overflows float16.
     """
 
     def __init__(self) -> None:
@@ -112,12 +117,13 @@ class ChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         with torch.autocast(device_type=x.device.type, enabled=False):
-            q = x.float().reshape(b, c, h * w)
+            xf = _full(x)
+            q = xf.reshape(b, c, h * w)
             energy = torch.bmm(q, q.transpose(1, 2))
             energy = torch.amax(energy, dim=-1, keepdim=True) - energy
             attn = torch.softmax(energy, dim=-1)
             out = torch.bmm(attn, q).reshape(b, c, h, w)
-            out = self.gamma * out + x.float()
+            out = self.gamma * out + xf
         return out.to(x.dtype)
 
 
@@ -211,7 +217,7 @@ def gray_view(x: Tensor) -> Tensor:
 def normalize_test_feature(parts: list[Tensor], mode: str) -> Tensor:
     """Concatenate the four observation features and L2-normalise them per ``mode``:
     "part" each block separately, "joint" the whole vector, "none" not at all."""
-    parts = [p.float() for p in parts]  # normalise in float32 even under autocast
+    parts = [_full(p) for p in parts]  # normalise in float32 even under autocast
     if mode == "part":
         return torch.cat([F.normalize(p, p=2.0, dim=1) for p in parts], dim=1)
     feat = torch.cat(parts, dim=1)
