@@ -30,7 +30,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_metrics.py
 	$(PY) benchmarks/bench_data.py
-	$(PY) benchmarks/bench_train.py --backend torch
+	$(PY) benchmarks/bench_train.py --backend torch mindspore
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

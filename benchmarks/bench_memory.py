@@ -1,7 +1,7 @@
 """Host-memory growth of a long training run (SPEC §3, "The MindSpore memory leak").
 
 Trains the ``tiny`` recipe (configs/tiny.yaml: its network, 64×32 images, batch 16, Adam, its
-schedule stretched over the run) with the loss presets ``id+tri`` and ``id+tri+kldiv`` for
+schedule repeated over the run) with the loss presets ``id+tri`` and ``id+tri+kldiv`` for
 ``--steps`` steps through the real data path -- ``load_train`` + ``TrainLoader`` (sampler,
 augmentation, prefetch threads) over a SYSU-MM01 folder, by default a small synthetic one written
 by ``mvd_core.data.synth.synth_sysu`` -- and the real backend (``mvd_core.registry
@@ -13,10 +13,11 @@ runtime warm-up: MindSpore settles its execution strategy and memory pool over t
 hundred steps). On a GPU/Ascend device the framework's allocated device memory is sampled too.
 
 Each (backend, mode, preset) runs in a fresh subprocess, one after the other, so that one run's
-caches do not count against another. Target: ≤ 1 KB/step for MindSpore with kldiv, in both
+caches do not count against another (``--jobs N``: N of them at once). Target: ≤ 1 KB/step for MindSpore with kldiv, in both
 modes (``graph`` and ``pynative``).
 
-    python benchmarks/bench_memory.py --backend both --steps 3000 --json benchmarks/results/memory.json
+    python benchmarks/bench_memory.py --backend both --steps 3000 --jobs 2 --threads 1 \
+        --json benchmarks/results/memory.json
     python benchmarks/bench_memory.py --backend mindspore --mode pynative --steps 600 --every 50
 
 ``tests/test_memory.py`` reuses :func:`run_one` on a shorter run.
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +103,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     loader = TrainLoader(train_set, cfg.data, cfg.run.seed, cfg.schedule.steps_per_epoch)
     spe = loader.steps_per_epoch
     epochs = max(1, math.ceil(args.steps / spe))
-    # the recipe's schedule (warm-up, decay) stretched over the run: the lr changes now and then
-    k = epochs / base.schedule.epochs
-    sched = replace(cfg, schedule={
-        "epochs": epochs,
-        "warmup": max(1, round(base.schedule.warmup * k)),
-        "start_decay": max(1, round(base.schedule.start_decay * k)),
-        "end_decay": max(1, round(base.schedule.end_decay * k)),
-    }).schedule
+    # the recipe's schedule (warm-up, decay), repeated every schedule.epochs epochs: the lr
+    # changes now and then, as in a run, and training goes on (no lr decayed to nothing)
+    n_sched = max(1, cfg.schedule.epochs)
     be = create_backend(cfg, train_set.num_classes)
     proc = psutil.Process()
     steps: list[int] = []
@@ -121,14 +118,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         for epoch in range(1, epochs + 1):
-            lr = lr_at(epoch, sched, cfg.optim)
+            lr = lr_at((epoch - 1) % n_sched + 1, cfg.schedule, cfg.optim)
             lrs.add(lr)
             batches = loader.epoch(epoch)
             try:
                 for batch in batches:
                     last = be.train_step(batch, lr)
                     step += 1
-                    if step % args.every == 0 or step == 1:
+                    if step % args.every == 0 or step in (1, args.steps):
                         steps.append(step)
                         rss.append(float(proc.memory_info().rss))
                         d = _device_bytes(args.backend, args.device)
@@ -244,6 +241,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=-1, help="loader threads (-1: the recipe's)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda[:N], GPU[:N], Ascend[:N]")
     ap.add_argument("--json", default="", help="write the results here")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (one process each)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--preset", default="id+tri+kldiv", help=argparse.SUPPRESS)
@@ -261,24 +259,35 @@ def main() -> None:
     modes = ("graph", "pynative") if args.mode == "both" else (args.mode,)
     runs: list[dict[str, Any]] = []
     failed: list[str] = []
+    jobs = [(be, mode, preset) for be in backends
+            for mode in (modes if be == "mindspore" else ("",))
+            for preset in args.presets.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         data = args.data or str(synth_data(Path(tmp) / "SYSU-MM01"))
-        for be in backends:
-            for mode in modes if be == "mindspore" else ("",):
-                for preset in args.presets.split(","):
-                    t0 = time.perf_counter()
-                    try:
-                        r = run_one(be, mode, preset, args.steps, args.every, data,
-                                    height=args.height, width=args.width, threads=args.threads,
-                                    workers=args.workers, device=args.device, verbose=args.verbose)
-                    except RuntimeError as e:
-                        print(f"FAILED {e}", file=sys.stderr, flush=True)
-                        failed.append(f"{be} {mode} {preset}")
-                        continue
+
+        def one(job: tuple[str, str, str]) -> dict[str, Any] | None:
+            be, mode, preset = job
+            t0 = time.perf_counter()
+            try:
+                r = run_one(be, mode, preset, args.steps, args.every, data,
+                            height=args.height, width=args.width, threads=args.threads,
+                            workers=args.workers, device=args.device, verbose=args.verbose)
+            except RuntimeError as e:
+                print(f"FAILED {e}", file=sys.stderr, flush=True)
+                return None
+            print(f"{be:9s} {r['mode']:8s} {preset:13s} slope {r['slope_kb_per_step']:8.2f} "
+                  f"KB/step ({r['s_per_step'] * 1000:.0f} ms/step, "
+                  f"{time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+            return r
+
+        # --jobs > 1: several runs at once, each in its own process (RSS is per process; only
+        # the wall time per step is affected by the sharing)
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for job, r in zip(jobs, pool.map(one, jobs), strict=True):
+                if r is None:
+                    failed.append(" ".join(x for x in job if x))
+                else:
                     runs.append(r)
-                    print(f"{be:9s} {r['mode']:8s} {preset:13s} slope {r['slope_kb_per_step']:8.2f} "
-                          f"KB/step ({r['s_per_step'] * 1000:.0f} ms/step, "
-                          f"{time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     table = _table(runs) if runs else "(no run finished)"
     print(table)
     if args.json:
@@ -288,9 +297,12 @@ def main() -> None:
         settings["data"] = args.data or f"synthetic SYSU-MM01 ({SYNTH_IDS} ids, {SYNTH_PER_CAM}/camera)"
         settings["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "")
         settings["cpu_count"] = os.cpu_count()
-        with open(args.json, "w") as f:
-            json.dump({"settings": settings, "runs": runs, "failed": failed, "table": table}, f,
-                      indent=1)
+        settings["jobs"] = args.jobs
+        out = Path(args.json)
+        tmp_out = out.with_name(out.name + ".tmp")
+        tmp_out.write_text(json.dumps({"settings": settings, "runs": runs, "failed": failed,
+                                       "table": table}, indent=1))
+        tmp_out.replace(out)
     if failed:
         sys.exit(1)
 

@@ -1,13 +1,18 @@
-"""Training-step throughput through ``Backend.train_step`` vs a bare framework loop.
+"""Training-step throughput through ``Backend.train_step`` vs a bare framework loop, and the
+backends side by side.
 
-    python benchmarks/bench_train.py --backend torch [--config tiny|mvd-ms|mvd-pt]
-        [--batch 16 64] [--steps N] [--warmup N] [--rounds R] [--device cpu|cuda|GPU|Ascend]
-        [--classes C] [--threads T] [--set section.key=value ...] [--json OUT]
+    python benchmarks/bench_train.py --backend torch mindspore [--ms-mode graph pynative]
+        [--config tiny|mvd-ms|mvd-pt] [--batch 16 64] [--steps N] [--warmup N] [--rounds R]
+        [--device cpu|cuda|GPU|Ascend] [--classes C] [--threads T]
+        [--set section.key=value ...] [--json OUT]
 
-For each batch size: random normalised NumPy batches (uniform [0,1) pixels normalised with the
-ImageNet mean/std; half visible, half thermal = grey replicated to 3 channels; B/8 identities ×
-(4 visible + 4 thermal), at least 2 identities) are built once, the backend is built through
-``mvd_core.registry.create_backend``, and then, ``--rounds`` times alternately:
+Contenders: every ``--backend``, MindSpore once per ``--ms-mode``; all are built in ONE process
+(the same threads, the same machine state) through ``mvd_core.registry.create_backend`` from the
+same recipe. For each batch size: random normalised NumPy batches (uniform [0,1) pixels
+normalised with the ImageNet mean/std; half visible, half thermal = grey replicated to 3
+channels; B/8 identities × (4 visible + 4 thermal), at least 2 identities) are built once, every
+contender is warmed up (allocator, autotuning, graph compilation), and then, ``--rounds`` times,
+each contender in turn runs:
 
 * ``backend``: ``Backend.train_step(batch, lr)`` -- NumPy in, Python floats out, i.e. what the
   driver pays per step (host→device copy, one device→host read of the loss terms);
@@ -15,12 +20,14 @@ ImageNet mean/std; half visible, half thermal = grey replicated to 3 channels; B
   the inputs already on the device and no loss read-back (a per-step device synchronisation
   only, so that the step is timed honestly).
 
-Reported: median step time, images/s, and overhead % = (backend − bare) / bare (target ≤ 10%).
-A backend without a bare loop registered in :data:`BARE_LOOPS` reports the backend numbers only.
+Reported per contender: median step time, images/s, overhead % = (backend − bare) / bare
+(target ≤ 10%), and its ``train_step`` time as a ratio of the first contender's (torch when it
+is one; target for MindSpore ≤ 1.3× torch). Alternating rounds in one process is what makes the
+ratio meaningful on a shared machine: load affects every contender alike.
 
 Adding a bare loop for another backend: write ``def _<name>_bare_loop(backend, batches, steps,
-lr) -> list[float]`` (per-step seconds, timed by the caller's convention: one entry per step,
-warm-up excluded by the caller) and register it in ``BARE_LOOPS``; see ``_torch_bare_loop``.
+lr) -> list[float]`` (per-step seconds, one entry per step, warm-up excluded by the caller) and
+register it in ``BARE_LOOPS``; see ``_torch_bare_loop``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import resource
 import statistics
@@ -144,9 +152,41 @@ def _torch_bare_loop(backend: Any, batches: list[Batch], steps: int, lr: float) 
     return times
 
 
+def _mindspore_bare_loop(backend: Any, batches: list[Batch], steps: int, lr: float) -> list[float]:
+    """The MindSpore backend's compiled gradient and optimiser blocks (``_train_fn``), called
+    with Tensors made once; synchronised at the end of each step (on CPU, where
+    ``mindspore.runtime.synchronize`` is not supported, by reading back the last parameter the
+    update writes)."""
+    import mindspore as ms
+
+    if backend.device == "CPU":
+        last = backend.weights[-1]
+
+        def sync() -> None:
+            last.asnumpy()
+    else:
+        sync = ms.runtime.synchronize
+    data = []
+    for b in batches:
+        x, y, m = backend._inputs(b)
+        data.append((x, y, m, backend._masks(len(b))))
+    backend.net.set_train(True)
+    times = []
+    for i in range(steps):
+        x, y, m, masks = data[i % len(data)]
+        t0 = time.perf_counter()
+        backend.step_count += 1
+        hyper = backend._hyper(lr)
+        backend._train_fn(x, y, m, masks, hyper)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 #: backend name → bare loop (backend, batches, steps, lr) -> per-step seconds
 BARE_LOOPS: dict[str, Callable[[Any, list[Batch], int, float], list[float]]] = {
     "torch": _torch_bare_loop,
+    "mindspore": _mindspore_bare_loop,
 }
 
 
@@ -195,87 +235,119 @@ def peak_device_memory(name: str, backend: Any) -> float | None:
     return None
 
 
-def run_one(args: argparse.Namespace, cfg: Config, batch: int) -> dict[str, Any]:
-    batches = make_batches(cfg, batch, args.classes, count=4, seed=batch)
-    backend = create_backend(cfg, args.classes)
-    lr = cfg.optim.lr
-    name = cfg.run.backend
-    # warm-up (allocator, autotuning, graph compilation)
-    backend_loop(backend, batches, args.warmup, lr)
-    has_bare = bare_loop(name, backend, batches, args.warmup, lr) is not None
-    t_backend: list[float] = []
-    t_bare: list[float] = []
+def contenders(args: argparse.Namespace) -> list[tuple[str, Config]]:
+    """(label, config) per contender: each backend, MindSpore once per --ms-mode."""
+    out = []
+    for name in args.backend:
+        modes = args.ms_mode if name == "mindspore" else [""]
+        for mode in modes:
+            over = [f"run.backend={name}", f"run.device={args.device}", *args.set]
+            if args.threads:
+                over.append(f"run.threads={args.threads}")
+            if mode:
+                over.append(f"run.ms_mode={mode}")
+            label = f"{name}/{mode}" if mode else name
+            out.append((label, load_config(args.config, over)))
+    return out
+
+
+def run_batch(args: argparse.Namespace, cons: list[tuple[str, Config]], batch: int) -> list[dict[str, Any]]:
+    """All contenders at one batch size, rounds alternating between them."""
+    cfg0 = cons[0][1]
+    batches = make_batches(cfg0, batch, args.classes, count=4, seed=batch)
+    built = []
+    for label, cfg in cons:
+        backend = create_backend(cfg, args.classes)
+        name, lr = cfg.run.backend, cfg.optim.lr
+        # warm-up (allocator, autotuning, graph compilation)
+        backend_loop(backend, batches, args.warmup, lr)
+        has_bare = bare_loop(name, backend, batches, args.warmup, lr) is not None
+        built.append({"label": label, "name": name, "lr": lr, "backend": backend,
+                      "has_bare": has_bare, "t_backend": [], "t_bare": []})
     for _ in range(args.rounds):
-        t_backend += backend_loop(backend, batches, args.steps, lr)
-        if has_bare:
-            t_bare += bare_loop(name, backend, batches, args.steps, lr) or []
-    med = statistics.median(t_backend)
-    row: dict[str, Any] = {
-        "batch": batch,
-        "steps": len(t_backend),
-        "backend_step_s": med,
-        "backend_images_per_s": batch / med,
-        "backend_step_s_all": t_backend,
-    }
-    if has_bare:
-        med_bare = statistics.median(t_bare)
-        row |= {
-            "bare_step_s": med_bare,
-            "bare_images_per_s": batch / med_bare,
-            "bare_step_s_all": t_bare,
-            "overhead_pct": 100.0 * (med - med_bare) / med_bare,
+        for c in built:
+            c["t_backend"] += backend_loop(c["backend"], batches, args.steps, c["lr"])
+            if c["has_bare"]:
+                c["t_bare"] += bare_loop(c["name"], c["backend"], batches, args.steps, c["lr"]) or []
+    rows = []
+    ref = statistics.median(built[0]["t_backend"])
+    for c in built:
+        med = statistics.median(c["t_backend"])
+        row: dict[str, Any] = {
+            "contender": c["label"],
+            "backend": c["name"],
+            "batch": batch,
+            "steps": len(c["t_backend"]),
+            "backend_step_s": med,
+            "backend_images_per_s": batch / med,
+            "backend_step_s_all": c["t_backend"],
+            "ratio_to_first": med / ref,
         }
-    mem = peak_device_memory(name, backend)
-    if mem is not None:
-        row["peak_device_mem_gib"] = mem
-    return row
+        if c["has_bare"]:
+            med_bare = statistics.median(c["t_bare"])
+            row |= {
+                "bare_step_s": med_bare,
+                "bare_images_per_s": batch / med_bare,
+                "bare_step_s_all": c["t_bare"],
+                "overhead_pct": 100.0 * (med - med_bare) / med_bare,
+            }
+        mem = peak_device_memory(c["name"], c["backend"])
+        if mem is not None:
+            row["peak_device_mem_gib"] = mem
+        rows.append(row)
+    del built
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", default="torch", choices=["torch", "mindspore"])
+    p.add_argument("--backend", nargs="+", default=["torch"], choices=["torch", "mindspore"])
+    p.add_argument("--ms-mode", nargs="+", default=["pynative", "graph"],
+                   choices=["graph", "pynative"], help="MindSpore execution mode(s)")
     p.add_argument("--config", default="tiny", help="recipe name or YAML path")
     p.add_argument("--batch", type=int, nargs="+", default=[16])
     p.add_argument("--steps", type=int, default=10, help="timed steps per round and loop")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2, help="alternations backend/bare")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=int, default=2, help="alternations between contenders")
+    p.add_argument("--device", default="cpu", help="cpu, cuda[:N] (torch), GPU, Ascend (MindSpore)")
     p.add_argument("--classes", type=int, default=395, help="identities (SYSU-MM01: 395)")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU compute threads of every backend (run.threads; 0: the project's policy)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    cfg = load_config(
-        args.config, [f"run.backend={args.backend}", f"run.device={args.device}", *args.set]
-    )
-    if args.backend == "torch" and args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    cons = contenders(args)
+    first = cons[0][0]
     rows = []
     for b in args.batch:
-        row = run_one(args, cfg, b)
-        rows.append(row)
-        ov = row.get("overhead_pct")
-        print(
-            f"{args.backend:9s} {cfg.recipe:7s} batch {b:4d}: train_step {row['backend_step_s'] * 1e3:9.1f} ms"
-            f" ({row['backend_images_per_s']:7.1f} img/s)"
-            + (
-                f" | bare {row['bare_step_s'] * 1e3:9.1f} ms ({row['bare_images_per_s']:7.1f} img/s)"
-                f" | overhead {ov:+.1f}% (target <= {TARGET_OVERHEAD_PCT:.0f}%)"
-                if ov is not None
-                else " | no bare loop for this backend"
-            ),
-            flush=True,
-        )
+        for row in run_batch(args, cons, b):
+            rows.append(row)
+            ov = row.get("overhead_pct")
+            ratio = "" if row["contender"] == first else (
+                f" | {row['ratio_to_first']:.2f}x {first}"
+                + (" (target <= 1.3x)" if first == "torch" and row["backend"] == "mindspore" else "")
+            )
+            print(
+                f"{row['contender']:18s} {cons[0][1].recipe:7s} batch {b:4d}: train_step "
+                f"{row['backend_step_s'] * 1e3:9.1f} ms ({row['backend_images_per_s']:7.1f} img/s)"
+                + (
+                    f" | bare {row['bare_step_s'] * 1e3:9.1f} ms"
+                    f" | overhead {ov:+.1f}% (target <= {TARGET_OVERHEAD_PCT:.0f}%)"
+                    if ov is not None
+                    else " | no bare loop for this backend"
+                )
+                + ratio,
+                flush=True,
+            )
+    cfg = cons[0][1]
     result = {
         "benchmark": "train_step",
         "command": " ".join(
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
         ),
-        "backend": args.backend,
+        "contenders": [label for label, _ in cons],
         "recipe": cfg.recipe,
         "device": args.device,
         "image": [cfg.data.height, cfg.data.width],
@@ -284,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         "loss_preset": cfg.loss.preset,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "framework": framework_info(args.backend),
+        "cpu_count": os.cpu_count(),
+        "framework": {n: framework_info(n) for n in dict.fromkeys(args.backend)},
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "rows": rows,
     }

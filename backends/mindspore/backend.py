@@ -6,21 +6,26 @@ Devices: ``"CPU"``, ``"GPU[:N]"``, ``"Ascend[:N]"`` — selected with ``mindspor
 asking for another one later is a :class:`BackendUnavailable` error). Nothing else here is
 device specific: the same graphs run on GPU and Ascend.
 
-Execution modes (``cfg.run.ms_mode``):
+Execution modes (``cfg.run.ms_mode``). In both, a training step is TWO ``mindspore.jit``-
+compiled functions, compiled once per input shape: the gradient (forward, losses, backward:
+``mindspore.value_and_grad`` under ``mindspore.jit``; ``gradients()`` is this one) and the
+optimiser update, with the gradients handed over between them. The modes differ in the rest:
 
-* ``"graph"``: the whole train step (forward, losses, backward, optimiser update) is ONE
-  ``mindspore.jit``-compiled function, compiled once per input shape; forward/eval/gradient
-  calls are compiled functions too.
-* ``"pynative"``: the PyNative context with compiled blocks: a training step is TWO compiled
-  functions, the gradient (forward, losses, backward: ``mindspore.value_and_grad`` under
-  ``mindspore.jit``) and the optimiser update, with the gradients handed over between them
-  (``gradients()`` is the first one); ``forward()``, ``loss_terms()`` and
-  ``extract_features()`` run eagerly, op by op.
+* ``"graph"``: ``forward()``, ``loss_terms()`` and ``extract_features()`` are compiled too
+  (the last chunk of an evaluation is padded to the compiled batch shape);
+* ``"pynative"`` (default): they run eagerly, op by op (no compilation, any batch shape).
+
+Speed: one fused graph of the whole step (gradient + update, joined with ``ops.depend``) was
+measured and dropped: on CPU it ran at the sum of the two blocks' times (mvd-ms, batch 16,
+288×144, 2 threads: 21.7 s/step against 12.8 s for the two blocks; tiny: 623-734 ms against
+508-576 ms). Why was not established (the fused graph orders the update after the whole
+backward through its side-effect chain; two launched graphs let the host prepare the next step
+while the update runs). ``benchmarks/bench_train.py`` measures both modes next to torch.
 
 Both modes compute the same numbers (tested). The process's global context stays PyNative.
 
 Memory (SPEC §3 "The MindSpore memory leak"): every callable is built ONCE in ``__init__`` —
-the ``value_and_grad`` function, the compiled step, the optimiser with its moment buffers —
+the ``value_and_grad`` function, the two compiled blocks, the optimiser with its moment buffers —
 and each step only creates its input Tensors (images, labels, modality, dropout masks, one
 small hyper-parameter vector), converts one loss vector to NumPy and keeps no Tensor. The
 learning rate and the Adam bias corrections travel in that hyper-parameter vector, so a new
@@ -31,7 +36,7 @@ Eye, ...) each launch builds a kernel whose ``SetThreadPool`` re-runs
 ``ActorMgr::Initialize`` and allocates a new actor thread pool that is never freed, 0.5–4 KB
 per launch; ``value_and_grad`` of a compiled function leaks ~1.3 KB per call too. With the
 step eager (MindSpore 2.8.0, CPU, tiny recipe, id+tri+kldiv) RSS grew ~360 KB/step; with
-the two compiled blocks it is flat (< 1 KB/step), as is graph mode. Compiled graphs create
+the two compiled blocks it is flat (< 1 KB/step) in both modes. Compiled graphs create
 their kernels once. See ``benchmarks/bench_memory.py`` and ``tests/test_memory.py``.
 
 Optimisers are written out to match ``torch.optim.Adam`` / ``torch.optim.SGD`` exactly (L2
@@ -63,6 +68,7 @@ from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import TAP_NAMES, Batch
 from mvd_core.losses_spec import preset_weights
 from mvd_core.model_spec import check_state, init_params, model_spec
+from mvd_core.registry import check_precision
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +92,24 @@ def _set_device(device: str) -> None:
     if cur == kind and (kind == "CPU" or cur_id == dev_id):
         return
     try:
+        available = bool(ms.hal.is_available(kind))
+    except (RuntimeError, ValueError, AttributeError):  # pragma: no cover - older/other builds
+        available = True  # let set_device decide
+    if not available:
+        raise BackendUnavailable(
+            f"--device {device!r}: this MindSpore build ({ms.__version__}) cannot use {kind} "
+            f"here (no {kind} plugin or driver found); install MindSpore for {kind} or use CPU"
+        )
+    try:
         if kind == "CPU":
             ms.set_device("CPU")
         else:
             ms.set_device(kind, dev_id)
     except (RuntimeError, ValueError) as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         raise BackendUnavailable(
             f"--device {device!r}: MindSpore cannot switch to it in this process (currently "
-            f"{cur}); MindSpore fixes the device when it first runs ({e})"
+            f"{cur}); MindSpore fixes the device when it first runs ({first})"
         ) from None
 
 
@@ -259,6 +275,7 @@ class MindSporeBackend:
         _set_device(device)
         if device == "CPU":
             _configure_cpu_threads(cfg.run.threads, cfg.data.workers)
+        check_precision("mindspore", cfg.run.precision)
         if cfg.run.ms_mode not in ("graph", "pynative"):
             raise MvdError(f"run.ms_mode: {cfg.run.ms_mode!r} is not one of graph, pynative")
         self.cfg = cfg
@@ -350,36 +367,32 @@ class MindSporeBackend:
         def loss_only(x, labels, modality, masks):
             return loss(net(x, masks), labels, modality)
 
-        # the training step, in both modes, is compiled: eager kernel launches leak host memory
-        # in MindSpore 2.8 (module doc, "Memory")
-        if self.graph:
-            def train_step(x, labels, modality, masks, hyper):
-                (_, terms), grads = grad_fn(x, labels, modality, masks)
-                return ops.depend(terms, opt(grads, hyper))
+        # The training step, in both modes, is two compiled blocks -- the gradient (forward,
+        # losses, backward) and the optimiser update -- with the gradients handed over between
+        # them: eager kernel launches leak host memory in MindSpore 2.8 (module doc, "Memory"),
+        # and one fused graph of both blocks was slower than the two (module doc, "Speed").
+        grads_c = ms.jit(grads_only)
+        opt_c = ms.jit(opt.construct)
 
-            jit = ms.jit
-            self._train_fn: Callable = jit(train_step)
-            self._grad_fn: Callable = jit(grads_only)
-            self._fwd_train: Callable = jit(forward)
-            self._fwd_eval: Callable = jit(forward_eval)
-            self._extract: Callable = jit(extract)
-            self._loss_fn: Callable = jit(loss_only)
+        def train_step(x, labels, modality, masks, hyper):
+            terms, grads = grads_c(x, labels, modality, masks)
+            opt_c(ms.mutable(grads), hyper)
+            return terms
+
+        self._train_fn: Callable = train_step
+        self._grad_fn: Callable = grads_c
+        if self.graph:
+            self._fwd_train: Callable = ms.jit(forward)
+            self._fwd_eval: Callable = ms.jit(forward_eval)
+            self._extract: Callable = ms.jit(extract)
+            self._loss_fn: Callable = ms.jit(loss_only)
         else:
-            grads_c = ms.jit(grads_only)
-            opt_c = ms.jit(opt.construct)
             # eager loss evaluation reads the Sinkhorn stop back (same values, fewer launches)
             eager_loss = _MVDLoss(self.cfg.loss, host_stop=True)
-
-            def train_step(x, labels, modality, masks, hyper):
-                terms, grads = grads_c(x, labels, modality, masks)
-                opt_c(ms.mutable(grads), hyper)
-                return terms
 
             def loss_eager(x, labels, modality, masks):
                 return eager_loss(net(x, masks), labels, modality)
 
-            self._train_fn = train_step
-            self._grad_fn = grads_c
             self._fwd_train = forward
             self._fwd_eval = forward_eval
             self._extract = extract
