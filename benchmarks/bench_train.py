@@ -23,7 +23,9 @@ each contender in turn runs:
 Reported per contender: median step time, images/s, overhead % = (backend − bare) / bare
 (target ≤ 10%), and its ``train_step`` time as a ratio of the first contender's (torch when it
 is one; target for MindSpore ≤ 1.3× torch). Alternating rounds in one process is what makes the
-ratio meaningful on a shared machine: load affects every contender alike.
+ratio meaningful on a shared machine: load affects every contender alike. Memory adds up too:
+at mvd-ms batch 16 (288×144) a MindSpore contender holds ~11 GiB of host memory, so on a 24 GiB
+machine run torch with ONE MindSpore mode at a time (three contenders were OOM-killed there).
 
 Adding a bare loop for another backend: write ``def _<name>_bare_loop(backend, batches, steps,
 lr) -> list[float]`` (per-step seconds, one entry per step, warm-up excluded by the caller) and

@@ -7,12 +7,12 @@ Each mode trains the tiny recipe's network (32×16 images, batch 16) with ``id+t
 
 Why these numbers (MindSpore 2.8.0, CPU, 2 cores): with the training step run eagerly, as it
 was, MindSpore leaks 0.5-4 KB per eager kernel launch and RSS grew ~375 KB/step (this test with
-200 steps: 378 KB/step, so it fails by ~75x); compiled, RSS settles over the first ~500 steps
-(allocator and runtime warm-up) and then grows < 1 KB/step (over steps 500-1000: ~1.3 KB/step
-in PyNative mode, ~1 in graph mode; the 3000-step benchmark: < 1 KB/step). The bound leaves
-room for the end of the warm-up in a short run and is still ~75x below the leak. Runtime: ~11
-minutes on 2 cores (graph mode ~0.4 s/step, PyNative ~0.17 s/step). ``MVD_MEMORY_TEST_STEPS``
-overrides the run length.
+200 steps: 378 KB/step, so it fails by ~75x); with the step as two compiled blocks (both
+modes), RSS settles over the first few hundred steps (allocator and runtime warm-up) and then
+stays flat: the 3000-step benchmark (tiny recipe at 64x32, benchmarks/results/memory.json)
+measured 0.40 KB/step (graph) and 0.54 KB/step (PyNative) with id+tri+kldiv over the second
+half, torch -0.01. The bound leaves room for the end of the warm-up in a short run and is still
+~75x below the leak. ``MVD_MEMORY_TEST_STEPS`` overrides the run length.
 """
 
 from __future__ import annotations
