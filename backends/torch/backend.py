@@ -33,6 +33,7 @@ from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import Batch
 from mvd_core.losses_spec import preset_weights
 from mvd_core.model_spec import ParamSpec, check_state, descriptor_dim, init_params, model_spec
+from mvd_core.registry import check_precision
 
 from . import losses
 from .convert import torch_to_canonical
@@ -133,8 +134,7 @@ class TorchBackend:
 
     @staticmethod
     def _check_precision(precision: str, amp: str) -> torch.dtype:
-        if precision not in ("fp32", "fp64"):
-            raise MvdError(f"run.precision={precision!r}: expected fp32 or fp64")
+        check_precision("torch", precision)
         if precision == "fp64" and amp != "none":
             raise MvdError(
                 f"run.precision=fp64 cannot be combined with run.amp={amp}: autocast would "
