@@ -18,8 +18,9 @@ from mvd_core.checkpoint import load_checkpoint  # noqa: E402
 from mvd_core.config import load_config  # noqa: E402
 from mvd_core.driver import evaluate_checkpoint, train  # noqa: E402
 from mvd_core.errors import MvdError  # noqa: E402
-from mvd_core.interface import THERMAL, VISIBLE, Batch  # noqa: E402
+from mvd_core.interface import Batch  # noqa: E402
 from mvd_core.model_spec import BRANCHES, init_params, model_spec, trunk_spec  # noqa: E402
+from mvd_core.parity import make_batch  # noqa: E402
 
 pytestmark = pytest.mark.mindspore
 runner = CliRunner()
@@ -43,12 +44,9 @@ def _losses(steps):
     return [(r["epoch"], r["step"], r["total"]) for r in steps]
 
 
-def _batch(seed: int, n: int = 16, h: int = 64, w: int = 32) -> Batch:
-    rng = np.random.default_rng(seed)
-    ids = rng.choice(C, n // 4, replace=False)
-    labels = np.concatenate([np.repeat(ids, 2), np.repeat(ids, 2)]).astype(np.int64)
-    modality = np.repeat([VISIBLE, THERMAL], n // 2).astype(np.int64)
-    return Batch(rng.standard_normal((n, 3, h, w), dtype=np.float32), labels, modality)
+def _batch(seed: int, n: int = 16) -> Batch:
+    """A seeded tiny-size batch laid out as the sampler lays it out (parity's own maker)."""
+    return make_batch(np.random.default_rng(seed), load_config("tiny"), n, C)
 
 
 def test_driver_trains_resumes_exactly_and_evaluates(sysu_root, tmp_path):
