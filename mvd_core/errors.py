@@ -17,3 +17,11 @@ class DataError(MvdError):
 
 class BackendUnavailable(MvdError):
     """The framework behind a backend is not installed or cannot use the device."""
+
+
+class CheckpointError(MvdError):
+    """A checkpoint or weights file is unreadable, incomplete, mis-shaped or of the wrong dtype."""
+
+
+class RunInUse(MvdError):
+    """Another live process holds the run folder's lock."""

@@ -1,0 +1,222 @@
+"""The one atomic writer: every file the toolkit writes goes through here.
+
+A file is written to a temp file in its target folder (``.NAME.XXXXXXXX.tmp``, optionally
+followed by a suffix a library insists on, e.g. ``.tmp.ckpt``), flushed and fsynced, given the
+mode ``0o666 & ~umask`` (what ``open()`` would give it: colleagues on a shared cluster can read a
+prepared cache), renamed over the target and the folder fsynced, so a reader never sees a
+half-written file and a crash never leaves one under the final name.
+
+A writer holds an exclusive ``flock`` on its temp file while it writes; :func:`remove_stale_temps`
+deletes only temp files nobody holds (left by a killed writer) and is called when a run or a cache
+preparation starts. On any failure the temp file is removed and the error re-raised; an
+``OSError`` always names the path it was about (the CLI prints it as one line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import fcntl
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+#: temp names: "." + target name + "." + 8 random characters (mkstemp) + ".tmp" [+ ".ext"]
+TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+_umask: int | None = None
+_umask_lock = threading.Lock()
+
+
+def umask() -> int:
+    """The process umask, read once (from /proc where available: reading it with ``os.umask``
+    means setting it, which races with threads creating files)."""
+    global _umask
+    if _umask is None:
+        with _umask_lock:
+            if _umask is None:
+                value = None
+                try:
+                    with open("/proc/self/status", encoding="ascii") as f:
+                        for line in f:
+                            if line.startswith("Umask:"):
+                                value = int(line.split()[1], 8)
+                                break
+                except (OSError, ValueError):
+                    value = None
+                if value is None:  # pragma: no cover - non-Linux
+                    value = os.umask(0o022)
+                    os.umask(value)
+                _umask = value
+    return _umask
+
+
+def file_mode() -> int:
+    """Mode of every file written here: ``0o666 & ~umask`` (as a plain ``open()``)."""
+    return 0o666 & ~umask()
+
+
+def _named(e: OSError, path: Path) -> OSError:
+    """``e`` with ``filename`` set (ENOSPC from ``write`` names no file)."""
+    if e.filename is not None:
+        return e
+    return OSError(e.errno, e.strerror or os.strerror(e.errno or 0), str(path))
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """fsync a folder (makes a rename durable); silently skipped where the platform refuses."""
+    try:
+        fd = os.open(os.fspath(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:  # EINVAL/EBADF: folders cannot be fsynced on this file system
+        if e.errno not in (_errno.EINVAL, _errno.EBADF, _errno.EROFS):
+            raise
+    finally:
+        os.close(fd)
+
+
+def make_dirs(folder: str | os.PathLike[str]) -> Path:
+    """``mkdir -p`` (mode 0o777 & ~umask); an OSError names the folder."""
+    p = Path(folder)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(_errno.ENOTDIR, "Not a directory", str(p)) from None
+    except OSError as e:
+        raise _named(e, p) from None
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path next to ``path`` for a library that writes by file name (MindSpore's
+    ``save_checkpoint``, ``np.savez``: ``suffix`` is the extension it would otherwise append).
+    On a clean exit the file is fsynced, chmod-ed, renamed over ``path``; on error removed."""
+    path = Path(path)
+    make_dirs(path.parent)
+    try:
+        fd, tmp_s = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    except OSError as e:
+        raise _named(e, path) from None
+    tmp = Path(tmp_s)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # marks the temp file as live
+        try:
+            yield tmp
+            _finish(tmp, path)
+        finally:
+            os.close(fd)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise _named(e, path) from None
+        raise
+
+
+def _finish(tmp: Path, path: Path) -> None:
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_writer(
+    path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None
+) -> Iterator[IO[Any]]:
+    """Stream into ``path`` atomically: ``with atomic_writer(p) as f: np.save(f, a)``."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_writer: mode {mode!r} (expected 'wb' or 'w')")
+    path = Path(path)
+    make_dirs(path.parent)
+    try:
+        fd, tmp_s = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _named(e, path) from None
+    tmp = Path(tmp_s)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with os.fdopen(fd, mode, encoding=encoding if mode == "w" else None) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), file_mode())
+            # rename while still holding the lock: the temp name never exists unlocked
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise _named(e, path) from None
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], blob: bytes) -> Path:
+    """Write ``blob`` to ``path`` atomically (see the module docstring). Returns the path."""
+    with atomic_writer(path, "wb") as f:
+        f.write(blob)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON (plus a newline) atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of this module's temp file names."""
+    return TEMP_RE.match(name) is not None
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+    """Delete the temp files under ``folder`` that no live writer holds (a killed write's
+    leftovers). Returns the removed paths. A missing folder is fine (nothing to do)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed: list[Path] = []
+    walker = os.walk(root) if recursive else [(str(root), [], os.listdir(root))]
+    for dirpath, _dirs, files in walker:
+        for name in files:
+            if not is_temp_name(name):
+                continue
+            p = Path(dirpath) / name
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer holds it
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    removed.append(p)
+            finally:
+                os.close(fd)
+    if removed:
+        log.info("removed %d stale temp file(s) under %s", len(removed), root)
+    return removed
