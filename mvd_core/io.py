@@ -64,7 +64,7 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
-def _named(e: OSError, path: Path) -> OSError:
+def named_oserror(e: OSError, path: str | os.PathLike[str]) -> OSError:
     """``e`` with ``filename`` set (ENOSPC from ``write`` names no file)."""
     if e.filename is not None:
         return e
@@ -94,8 +94,80 @@ def make_dirs(folder: str | os.PathLike[str]) -> Path:
     except FileExistsError:
         raise NotADirectoryError(_errno.ENOTDIR, "Not a directory", str(p)) from None
     except OSError as e:
-        raise _named(e, p) from None
+        raise named_oserror(e, p) from None
     return p
+
+
+class StagedFile:
+    """A temp file next to ``path`` (flock-marked as live) that :meth:`commit` fsyncs, chmods
+    and renames into place, or :meth:`discard` removes. Several staged files can be committed
+    together at the end of a multi-file job (``mvd prepare``)."""
+
+    def __init__(self, path: str | os.PathLike[str], suffix: str = "") -> None:
+        self.path = Path(path)
+        make_dirs(self.path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".tmp" + suffix, dir=self.path.parent
+            )
+        except OSError as e:
+            raise named_oserror(e, self.path) from None
+        self.tmp = Path(tmp)
+        self._fd: int | None = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            self.discard()
+            raise
+
+    def open(self, mode: str = "wb", encoding: str | None = None) -> IO[Any]:
+        """A file object writing the temp file (from its start); closing it keeps the lock."""
+        if self._fd is None:
+            raise ValueError(f"{self.path}: staged file already committed or discarded")
+        f = os.fdopen(os.dup(self._fd), mode, encoding=encoding if "b" not in mode else None)
+        f.seek(0)
+        return f
+
+    def reserve(self, nbytes: int) -> None:
+        """Allocate ``nbytes`` now (``posix_fallocate``): a full disk fails here with ENOSPC,
+        never later with SIGBUS in a memory map or half-way through a long job."""
+        if self._fd is None or nbytes <= 0:
+            return
+        try:
+            os.posix_fallocate(self._fd, 0, nbytes)
+        except OSError as e:
+            if e.errno in (_errno.EOPNOTSUPP, _errno.EINVAL):  # not supported here: writes tell
+                return
+            raise named_oserror(e, self.path) from None
+
+    def commit(self) -> Path:
+        if self._fd is None:
+            raise ValueError(f"{self.path}: staged file already committed or discarded")
+        try:
+            os.fsync(self._fd)
+            os.fchmod(self._fd, file_mode())
+            # rename while still holding the lock: the temp name never exists unlocked
+            os.replace(self.tmp, self.path)
+            fsync_dir(self.path.parent)
+        except OSError as e:
+            self.discard()
+            raise named_oserror(e, self.path) from None
+        os.close(self._fd)
+        self._fd = None
+        return self.path
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StagedFile:
+        return self
+
+    def __exit__(self, tp: Any, exc: Any, tb: Any) -> None:
+        self.discard()  # a no-op after commit()
 
 
 @contextlib.contextmanager
@@ -103,37 +175,24 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     """Yield a temp path next to ``path`` for a library that writes by file name (MindSpore's
     ``save_checkpoint``, ``np.savez``: ``suffix`` is the extension it would otherwise append).
     On a clean exit the file is fsynced, chmod-ed, renamed over ``path``; on error removed."""
-    path = Path(path)
-    make_dirs(path.parent)
+    staged = StagedFile(path, suffix)
     try:
-        fd, tmp_s = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    except OSError as e:
-        raise _named(e, path) from None
-    tmp = Path(tmp_s)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # marks the temp file as live
+        yield staged.tmp
+        if not staged.tmp.is_file():
+            raise FileNotFoundError(_errno.ENOENT, "the writer left no file", str(staged.tmp))
+        # the library may have replaced the file: finish on a fresh descriptor of the new inode
+        fd = os.open(staged.tmp, os.O_RDONLY)
         try:
-            yield tmp
-            _finish(tmp, path)
+            os.fsync(fd)
+            os.fchmod(fd, file_mode())
         finally:
             os.close(fd)
+        staged.commit()
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        staged.discard()
         if isinstance(e, OSError):
-            raise _named(e, path) from None
+            raise named_oserror(e, staged.path) from None
         raise
-
-
-def _finish(tmp: Path, path: Path) -> None:
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.fchmod(fd, file_mode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -143,28 +202,16 @@ def atomic_writer(
     """Stream into ``path`` atomically: ``with atomic_writer(p) as f: np.save(f, a)``."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_writer: mode {mode!r} (expected 'wb' or 'w')")
-    path = Path(path)
-    make_dirs(path.parent)
+    staged = StagedFile(path)
     try:
-        fd, tmp_s = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise _named(e, path) from None
-    tmp = Path(tmp_s)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with os.fdopen(fd, mode, encoding=encoding if mode == "w" else None) as f:
+        with staged.open(mode, encoding=encoding) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
-            os.fchmod(f.fileno(), file_mode())
-            # rename while still holding the lock: the temp name never exists unlocked
-            os.replace(tmp, path)
-        fsync_dir(path.parent)
+        staged.commit()
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        staged.discard()
         if isinstance(e, OSError):
-            raise _named(e, path) from None
+            raise named_oserror(e, staged.path) from None
         raise
 
 

@@ -10,8 +10,9 @@ Writes into ``out`` (default: the data root):
   (which restore each image's pid and camera), size, skipped files, a fingerprint of the source
   listing and a SHA-256 of every .npy file.
 
-Nothing is half-written: arrays are filled in temp files in ``out`` and renamed into place at the
-end; on any error the temp files are removed and earlier outputs are left as they were. Re-running
+Nothing is half-written: arrays are streamed (no writable memory map: a full disk is an ENOSPC
+error naming the file, never a SIGBUS) into temp files in ``out``, reserved up front with
+``posix_fallocate``, and renamed into place at the end; on any error the temp files are removed and earlier outputs are left as they were. Re-running
 is safe and cheap: when the manifest's fingerprint (source files, sizes, options) matches and the
 files are intact in size, nothing is redone (``force=True`` redoes it).
 """
@@ -22,7 +23,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import struct
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from mvd_core import __version__
-from mvd_core.config import atomic_write_text
 from mvd_core.data.datasets import (
     SYSU_CACHE_FILES,
     SYSU_CACHE_SIZE,
@@ -47,6 +47,7 @@ from mvd_core.data.datasets import (
 )
 from mvd_core.data.imageio import ProgressFn, progress_callback, read_resized
 from mvd_core.errors import DataError
+from mvd_core.io import StagedFile, atomic_write_text, make_dirs, named_oserror, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,21 @@ def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _npy_header(descr: str, shape: tuple[int, ...], length: int | None = None) -> bytes:
+    """A .npy (format 1.0) header for a C-order array, padded to ``length`` bytes (default: the
+    next multiple of 64, as NumPy writes it); a smaller count fits the length of a larger one."""
+    shp = tuple(int(x) for x in shape)
+    d = "{'descr': " + repr(descr) + ", 'fortran_order': False, 'shape': " + repr(shp) + ", }"
+    fixed = 10  # magic (6) + version (2) + header length (2)
+    if length is None:
+        length = -(-(fixed + len(d) + 1) // 64) * 64
+    pad = length - fixed - len(d) - 1
+    if pad < 0:
+        raise ValueError(f"npy header for {shape} does not fit {length} bytes")
+    text = (d + " " * pad + "\n").encode("latin1")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
 
 
 def _runs(pids: np.ndarray, cams: np.ndarray) -> list[list[int]]:
@@ -186,52 +202,57 @@ def prepare_sysu(
             log.info("%s: SYSU-MM01 cache is up to date (%s); nothing to do", out, SYSU_MANIFEST)
             return PrepareResult(out, dict(m["counts"]), len(m["ids"]), tuple(m.get("skipped", ())),
                                  True, {k: str(out / k) for k in SYSU_CACHE_FILES.values()})
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
+    remove_stale_temps(out, recursive=False)  # leftovers of a killed earlier run
     total = sum(len(p.paths) for p in parts.values())
     report = progress_callback(progress, "prepare sysu")
     lut = {pid: i for i, pid in enumerate(ids)}
-    temps: list[Path] = []
-
-    def temp(name: str) -> Path:
-        fd, t = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
-        os.close(fd)
-        temps.append(Path(t))
-        return Path(t)
-
+    staged_files: list[StagedFile] = []
+    img_bytes = h * w * 3
     skipped: list[str] = []
-    staged: dict[str, Path] = {}
+    staged: dict[str, StagedFile] = {}
     counts: dict[str, int] = {}
     runs: dict[str, list[list[int]]] = {}
     done = 0
+    current = out
     try:
+        # stage and reserve both image arrays first: a full disk fails now, with ENOSPC naming
+        # the file, not after decoding (and never as SIGBUS: no writable memory map is used)
+        img_stage: dict[str, tuple[StagedFile, bytes]] = {}
         for key, part in parts.items():
+            name = SYSU_CACHE_FILES[f"{key}_img"]
+            current = out / name
+            sf = StagedFile(current)
+            staged_files.append(sf)
+            header = _npy_header("|u1", (len(part.paths), h, w, 3))
+            sf.reserve(len(header) + len(part.paths) * img_bytes)
+            img_stage[key] = (sf, header)
+        for key, part in parts.items():
+            name = SYSU_CACHE_FILES[f"{key}_img"]
+            current = out / name
+            sf, header = img_stage[key]
             n = len(part.paths)
-            img_tmp = temp(SYSU_CACHE_FILES[f"{key}_img"])
-            arr = np.lib.format.open_memmap(img_tmp, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
             good = np.ones(n, bool)
-            for i, res in _decode_all(part.paths, workers):
-                if isinstance(res, DataError):
-                    if not skip_bad:
-                        raise res
-                    good[i] = False
-                    skipped.append(part.paths[i])
-                    log.warning("skipping unreadable image: %s", res)
-                else:
-                    arr[i] = res
-                done += 1
-                if report is not None:
-                    report(done, total)
-            arr.flush()
-            if not good.all():
-                compact_tmp = temp(SYSU_CACHE_FILES[f"{key}_img"])
-                keep = np.flatnonzero(good)
-                carr = np.lib.format.open_memmap(compact_tmp, mode="w+", dtype=np.uint8, shape=(keep.size, h, w, 3))
-                for s in range(0, keep.size, 1024):
-                    carr[s:s + 1024] = arr[keep[s:s + 1024]]
-                carr.flush()
-                del carr
-                img_tmp = compact_tmp
-            del arr
+            with sf.open("wb") as f:
+                f.write(header)
+                for i, res in _decode_all(part.paths, workers):
+                    if isinstance(res, DataError):
+                        if not skip_bad:
+                            raise res
+                        good[i] = False
+                        skipped.append(part.paths[i])
+                        log.warning("skipping unreadable image: %s", res)
+                    else:
+                        f.write(np.ascontiguousarray(res, dtype=np.uint8).tobytes())
+                    done += 1
+                    if report is not None:
+                        report(done, total)
+                kept = int(good.sum())
+                if kept != n:  # same header length, the real count; drop the reserved tail
+                    f.flush()
+                    f.truncate(len(header) + kept * img_bytes)
+                    f.seek(0)
+                    f.write(_npy_header("|u1", (kept, h, w, 3), len(header)))
             pids, cams = part.pids[good], part.cams[good]
             missing = sorted(set(ids) - set(pids.tolist()))
             if missing:
@@ -240,14 +261,18 @@ def prepare_sysu(
                     f"{'visible' if key == 'rgb' else 'thermal'} image left"
                 )
             labels = np.asarray([lut[p] for p in pids.tolist()], np.int64)
-            lab_tmp = temp(SYSU_CACHE_FILES[f"{key}_label"])
-            with open(lab_tmp, "wb") as f:  # a file object: np.save would append .npy to a name
+            current = out / SYSU_CACHE_FILES[f"{key}_label"]
+            lab = StagedFile(current)
+            staged_files.append(lab)
+            with lab.open("wb") as f:
                 np.save(f, labels, allow_pickle=False)
-            staged[SYSU_CACHE_FILES[f"{key}_img"]] = img_tmp
-            staged[SYSU_CACHE_FILES[f"{key}_label"]] = lab_tmp
+            staged[name] = sf
+            staged[SYSU_CACHE_FILES[f"{key}_label"]] = lab
             counts[key] = int(labels.size)
             runs[key] = _runs(pids, cams)
-        files = {name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for name, p in staged.items()}
+        current = out
+        files = {name: {"bytes": sf.tmp.stat().st_size, "sha256": sha256_file(sf.tmp)}
+                 for name, sf in staged.items()}
         manifest = {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
@@ -266,14 +291,18 @@ def prepare_sysu(
         }
         # commit: drop the old manifest first so a crash between renames never leaves a manifest
         # vouching for a mix of old and new arrays
+        current = out / SYSU_MANIFEST
         (out / SYSU_MANIFEST).unlink(missing_ok=True)
-        for name, p in staged.items():
-            os.replace(p, out / name)
+        for name, sf in staged.items():
+            current = out / name
+            sf.commit()
+        current = out / SYSU_MANIFEST
         atomic_write_text(out / SYSU_MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    except OSError as e:
+        raise named_oserror(e, current) from None
     finally:
-        for t in temps:
-            if t.exists():
-                t.unlink()
+        for sf in staged_files:
+            sf.discard()  # a no-op for the committed ones
     if skipped:
         log.warning("skipped %d unreadable image(s): %s", len(skipped), ", ".join(skipped))
     log.info("SYSU-MM01 cache in %s: %d ids, %d visible + %d thermal images",
