@@ -40,8 +40,8 @@ DeviceOpt = Annotated[
     ),
 ]
 ConfigOpt = Annotated[
-    str,
-    typer.Option("--config", "-c", help="Recipe name (mvd-ms, mvd-pt, tiny) or a YAML file."),
+    Optional[str],
+    typer.Option("--config", "-c", help="Recipe name (mvd-ms, mvd-pt, tiny, demo) or a YAML file."),
 ]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -90,8 +90,24 @@ def setup_logging(verbose: bool = False) -> None:
     root.setLevel(level)
 
 
+def explicit_overrides(
+    sets: Optional[list[str]] = None,
+    backend: Optional[BackendName] = None,
+    ms_mode: Optional[MsMode] = None,
+    extra: Optional[list[str]] = None,
+) -> list[str]:
+    """The settings a user gave explicitly, as ``section.key=value`` (flags first, then --set)."""
+    overrides: list[str] = list(extra or [])
+    if backend is not None:
+        overrides.append(f"run.backend={backend.value}")
+    if ms_mode is not None:
+        overrides.append(f"run.ms_mode={ms_mode.value}")
+    overrides.extend(sets or [])
+    return overrides
+
+
 def build_config(
-    config: str,
+    config: Optional[str],
     sets: Optional[list[str]] = None,
     backend: Optional[BackendName] = None,
     device: Optional[str] = None,
@@ -104,13 +120,7 @@ def build_config(
     from mvd_core.config import apply_overrides, load_config
     from mvd_core.devices import normalize_device
 
-    cfg = load_config(config)
-    overrides: list[str] = list(extra or [])
-    if backend is not None:
-        overrides.append(f"run.backend={backend.value}")
-    if ms_mode is not None:
-        overrides.append(f"run.ms_mode={ms_mode.value}")
-    overrides.extend(sets or [])
-    cfg = apply_overrides(cfg, overrides)
+    cfg = load_config(config if config is not None else "mvd-ms")
+    cfg = apply_overrides(cfg, explicit_overrides(sets, backend, ms_mode, extra))
     dev = normalize_device(cfg.run.backend, device if device is not None else cfg.run.device)
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device=dev))

@@ -1,66 +1,112 @@
-"""`mvd eval`: the full test protocol (SYSU-MM01 trials or RegDB) for a checkpoint."""
+"""`mvd eval`: every test protocol of a checkpoint's data set (SYSU-MM01 trials or RegDB).
+
+Accepts the public test scripts' flags too (``--dataset``, ``--data-path``, ``--resume``,
+``--device-target``/``--gpu``/``--device-id``, ``--test-batch``, ``--img-h``/``--img-w``,
+``--sysu_mode``, ``--regdb_mode v2i|i2v``).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from mvd_cli.common import BackendOpt, ConfigOpt, DeviceOpt, MsModeOpt, SetOpt, cli_errors
-from mvd_cli.train import RegdbMode, SysuMode
+from mvd_cli.common import BackendOpt, ConfigOpt, MsModeOpt, SetOpt, cli_errors
+from mvd_cli.train import Dataset, SysuMode
+
+#: RegDB direction names: ours and the public scripts' (v2i = visible to infrared)
+REGDB_MODES = {"v2t": "v2t", "t2v": "t2v", "v2i": "v2t", "i2v": "t2v"}
 
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(evaluate)
 
 
+def eval_device(device: Optional[str], gpu: Optional[str]) -> Optional[str]:
+    """``--device`` with the public scripts' ``--gpu N`` / ``--device-id N`` index: the index
+    applies to a GPU device (and alone implies one); a CPU device ignores it, as those scripts do."""
+    if gpu is None:
+        return device
+    from mvd_core.errors import MvdError
+
+    if not gpu.strip().isdigit():
+        raise MvdError(f"--gpu {gpu!r}: expected one device index (e.g. 0)")
+    if device is None:
+        return f"GPU:{int(gpu)}"
+    kind = device.split(":")[0].lower()
+    if kind == "cpu":
+        return device
+    return f"{device.split(':')[0]}:{int(gpu)}"
+
+
 @cli_errors
 def evaluate(
-    resume: Annotated[Path, typer.Option("--resume", help="Checkpoint file or run folder to evaluate.")],
-    config: ConfigOpt = "mvd-ms",
+    resume: Annotated[Path, typer.Option("--resume", "-r", help="Checkpoint file or run folder to evaluate.")],
+    config: ConfigOpt = None,
     backend: BackendOpt = None,
-    device: DeviceOpt = None,
+    device: Annotated[Optional[str], typer.Option("--device", "-d", "--device-target", help="CPU | GPU | Ascend or cpu | cuda | cuda:N (default: the run's).")] = None,
+    gpu: Annotated[Optional[str], typer.Option("--gpu", "--device-id", help="GPU index (the public scripts' flag).")] = None,
     sets: SetOpt = None,
     ms_mode: MsModeOpt = None,
+    dataset: Annotated[Optional[Dataset], typer.Option("--dataset", help="SYSU | RegDB (default: the run's).")] = None,
     data_path: Annotated[Optional[Path], typer.Option("--data-path", help="Data set root (default: the run's).")] = None,
-    sysu_mode: Annotated[Optional[SysuMode], typer.Option("--sysu-mode")] = None,
-    regdb_mode: Annotated[Optional[RegdbMode], typer.Option("--regdb-mode")] = None,
-    trial: Annotated[Optional[int], typer.Option("--trial", help="RegDB split 1..10.")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="SYSU-MM01 trials (default 10).")] = None,
-    multi_shot: Annotated[bool, typer.Option("--multi-shot", help="SYSU-MM01 multi-shot gallery.")] = False,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    sysu_mode: Annotated[Optional[SysuMode], typer.Option("--sysu-mode", "--sysu_mode", help="Only this SYSU-MM01 search mode (default: all and indoor).")] = None,
+    regdb_mode: Annotated[Optional[str], typer.Option("--regdb-mode", "--regdb_mode", help="Only this RegDB direction: v2t|t2v (or v2i|i2v); default both.")] = None,
+    trial: Annotated[Optional[int], typer.Option("--trial", help="RegDB split 1..10 (default: the run's).")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="SYSU-MM01 gallery draws (default 10).")] = None,
+    multi_shot: Annotated[bool, typer.Option("--multi-shot", help="SYSU-MM01: multi-shot galleries as well.")] = False,
+    test_batch: Annotated[Optional[int], typer.Option("--test-batch", help="Images per feature-extraction batch.")] = None,
+    img_h: Annotated[Optional[int], typer.Option("--img-h", help="Test image height (default: the run's).")] = None,
+    img_w: Annotated[Optional[int], typer.Option("--img-w", help="Test image width (default: the run's).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the reports (default: the run's folder).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write all reports as one JSON file here.")] = None,
 ) -> None:
-    """Evaluate a checkpoint: prints the mean ± std table and writes JSON."""
-    from mvd_core.config import atomic_write_text
-    from mvd_core.driver import evaluate_checkpoint, resolve_checkpoint
+    """Evaluate a checkpoint on every protocol of its data set: one report per protocol."""
+    from mvd_core.config import atomic_write_text, load_config
+    from mvd_core.driver import evaluate_checkpoint
+    from mvd_core.errors import MvdError
 
     extra: list[str] = []
+    if dataset is not None:
+        extra.append(f"data.dataset={dataset.value.lower()}")
     if data_path is not None:
         extra.append(f"data.root={data_path}")
-    if sysu_mode is not None:
-        extra.append(f"eval.sysu_mode={sysu_mode.value}")
-    if regdb_mode is not None:
-        extra.append(f"eval.regdb_mode={regdb_mode.value}")
     if trial is not None:
         extra.append(f"data.trial={trial}")
     if trials is not None:
         extra.append(f"eval.trials={trials}")
-    if multi_shot:
-        extra.append("eval.shot=multi")
-    from mvd_core.config import load_config
-
-    report = evaluate_checkpoint(
+    if test_batch is not None:
+        extra.append(f"eval.batch_size={test_batch}")
+    if img_h is not None:
+        extra.append(f"data.height={img_h}")
+    if img_w is not None:
+        extra.append(f"data.width={img_w}")
+    regdb_modes: tuple[str, ...] = ("v2t", "t2v")
+    if regdb_mode is not None:
+        if regdb_mode not in REGDB_MODES:
+            raise MvdError(f"--regdb-mode {regdb_mode!r}: expected one of {', '.join(REGDB_MODES)}")
+        regdb_modes = (REGDB_MODES[regdb_mode],)
+        extra.append(f"eval.regdb_mode={regdb_modes[0]}")
+    evaluation = evaluate_checkpoint(
         resume,
         extra + list(sets or []),
         backend=backend.value if backend is not None else None,
-        device=device,
+        device=eval_device(device, gpu),
         ms_mode=ms_mode.value if ms_mode is not None else None,
-        fallback=load_config(config),
+        config=load_config(config) if config is not None else None,
+        sysu_modes=(sysu_mode.value,) if sysu_mode is not None else None,
+        shots=("single", "multi") if multi_shot else ("single",),
+        regdb_modes=regdb_modes,
     )
-    typer.echo(report.to_table())
-    ck = resolve_checkpoint(resume)
-    out = json_out if json_out is not None else ck.parent.parent / "eval.json"
-    report.write_json(out)
-    atomic_write_text(Path(out).with_suffix(".txt"), report.to_table() + "\n")
-    typer.echo(f"report: {out}")
+    paths = evaluation.write(out)
+    for report in evaluation.reports.values():
+        typer.echo(report.to_table())
+        typer.echo("")
+    if json_out is not None:
+        blob = {key: r.to_dict() for key, r in evaluation.reports.items()}
+        atomic_write_text(json_out, json.dumps(blob, indent=2) + "\n")
+        paths.append(json_out)
+    for p in paths:
+        typer.echo(f"report: {p}")

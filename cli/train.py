@@ -16,6 +16,7 @@ from mvd_cli.common import (
     SetOpt,
     build_config,
     cli_errors,
+    explicit_overrides,
 )
 
 
@@ -119,7 +120,7 @@ def seed_flag_overrides(
 
 @cli_errors
 def train(
-    config: ConfigOpt = "mvd-ms",
+    config: ConfigOpt = None,
     backend: BackendOpt = None,
     device: DeviceOpt = None,
     sets: SetOpt = None,
@@ -129,20 +130,21 @@ def train(
     optim: Annotated[Optional[Optim], typer.Option("--optim")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate.")] = None,
     pretrain: Annotated[Optional[Path], typer.Option("--pretrain", help="ResNet-50 weights: torchvision .pth, .safetensors/.npz, or MindSpore .ckpt.")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a run exactly: its folder or a checkpoint file.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", "-r", help="Continue a run (its folder or checkpoint): it keeps its own config, backend and device unless given explicitly.")] = None,
     ckpt: Annotated[Optional[str], typer.Option("--ckpt", help="Run tag: outputs go to <out>/<TAG>/.")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", "--epoch", help="Epochs in total (with --resume: extend the run to N).")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", help="Warm-up epochs.")] = None,
     start_decay: Annotated[Optional[int], typer.Option("--start-decay")] = None,
     end_decay: Annotated[Optional[int], typer.Option("--end-decay")] = None,
     loss_func: Annotated[Optional[LossFunc], typer.Option("--loss-func")] = None,
     trial: Annotated[Optional[int], typer.Option("--trial", help="RegDB split 1..10.")] = None,
-    sysu_mode: Annotated[Optional[SysuMode], typer.Option("--sysu-mode")] = None,
-    regdb_mode: Annotated[Optional[RegdbMode], typer.Option("--regdb-mode")] = None,
+    sysu_mode: Annotated[Optional[SysuMode], typer.Option("--sysu-mode", "--sysu_mode")] = None,
+    regdb_mode: Annotated[Optional[RegdbMode], typer.Option("--regdb-mode", "--regdb_mode")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     val_ids: Annotated[Optional[int], typer.Option("--val-ids", help="Hold out N training ids for validation and a 'best' checkpoint.")] = None,
-    amp: Annotated[Optional[Amp], typer.Option("--amp", help="Mixed precision on CUDA (torch).")] = None,
+    amp: Annotated[Optional[Amp], typer.Option("--amp", help="Mixed precision (see README for what each backend and device supports).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder holding run folders (default runs).")] = None,
+    stop_after: Annotated[Optional[int], typer.Option("--stop-after", help="Stop after this epoch as an interruption would (the schedule stays the full one); continue later with --resume.")] = None,
 ) -> None:
     """Train MVD (any recipe, either backend); evaluate on the test protocol at the end."""
     from mvd_core.driver import train as run_train
@@ -151,9 +153,25 @@ def train(
         dataset, data_path, optim, lr, pretrain, ckpt, epochs, warmup_steps, start_decay,
         end_decay, loss_func, trial, sysu_mode, regdb_mode, seed, val_ids, amp, out,
     )
-    cfg = build_config(config, sets, backend, device, ms_mode, extra)
-    result = run_train(cfg, resume=resume)
+    if resume is not None:
+        result = run_train(
+            resume=resume, overrides=explicit_overrides(sets, backend, ms_mode, extra),
+            recipe=config, device=device, max_epochs=stop_after,
+        )
+    else:
+        cfg = build_config(config, sets, backend, device, ms_mode, extra)
+        result = run_train(cfg, max_epochs=stop_after)
+    if result.already_complete:
+        typer.echo(
+            f"run {result.run_dir} is complete ({result.epochs_done} epochs): nothing to do "
+            "(pass --epochs N to extend it)"
+        )
+        return
     typer.echo(f"run folder: {result.run_dir}")
     typer.echo(f"last checkpoint: {result.last_checkpoint}")
+    if result.best_checkpoint is not None:
+        typer.echo(f"best checkpoint (validation): {result.best_checkpoint}")
     if result.report is not None:
         typer.echo(result.report.to_table())
+    else:
+        typer.echo(f"stopped after epoch {result.epochs_done}; continue with: mvd train --resume {result.run_dir}")

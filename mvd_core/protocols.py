@@ -23,12 +23,17 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
 from mvd_core.errors import MvdError
-from mvd_core.metrics import DistanceMetric, EvalResult, distance, evaluate
+from mvd_core.metrics import DistanceMetric, EvalResult, distance
+from mvd_core.metrics import evaluate as evaluate_distances
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mvd_core.config import EvalConfig
+    from mvd_core.data.datasets import TestSet
 
 __all__ = [
     "SYSU_QUERY_CAMS",
@@ -44,6 +49,9 @@ __all__ = [
     "regdb_trial",
     "run_regdb",
     "Report",
+    "protocol_key",
+    "evaluate",
+    "evaluate_all",
 ]
 
 log = logging.getLogger(__name__)
@@ -185,7 +193,7 @@ def run_sysu(
     for trial in trials:
         idx = sysu_gallery_indices(g_pids, g_cams, mode, shot, trial)
         cols = np.searchsorted(cand, idx)
-        result = evaluate(
+        result = evaluate_distances(
             dist[:, cols],
             q_pids,
             g_pids[idx],
@@ -253,7 +261,7 @@ def regdb_trial(
         q, qp, qc, g, gp, gc = visible_feats, v_pids, v_cams, thermal_feats, t_pids, t_cams
     else:
         q, qp, qc, g, gp, gc = thermal_feats, t_pids, t_cams, visible_feats, v_pids, v_cams
-    return evaluate(
+    return evaluate_distances(
         distance(q, g, metric), qp, gp, qc, gc, protocol="regdb", max_rank=max_rank, chunk=chunk
     )
 
@@ -421,3 +429,82 @@ class Report:
         lines.append(cells("mean", self.mean, ""))
         lines.append(cells("std", self.std, ""))
         return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# the typed boundary: a test set and its features → the report of its protocol
+
+
+def protocol_key(testset: TestSet, cfg: EvalConfig) -> str:
+    """The file-name stem of a test set's report under ``cfg``: ``sysu-all-single``,
+    ``regdb-v2t-trial3``, ``val-t2v``."""
+    if testset.protocol == "sysu":
+        return f"sysu-{cfg.sysu_mode}-{cfg.shot}"
+    if testset.trial is None:
+        return f"val-{testset.direction}"
+    return f"regdb-{testset.direction}-trial{testset.trial}"
+
+
+def evaluate(
+    testset: TestSet,
+    q_feats: np.ndarray,
+    g_feats: np.ndarray,
+    cfg: EvalConfig,
+    *,
+    trials: int | None = None,
+) -> Report:
+    """Evaluate one test set's query/gallery features under its own protocol.
+
+    SYSU-MM01 (``testset.protocol == "sysu"``): ``cfg.sysu_mode`` / ``cfg.shot`` over
+    ``trials`` (default ``cfg.trials``) gallery draws. RegDB: the test set's trial and direction
+    (its query modality); a validation split (``trial`` None) is one "val" row.
+    """
+    q, g = testset.query, testset.gallery
+    if _rows("q_feats", q_feats) != len(q) or _rows("g_feats", g_feats) != len(g):
+        raise MvdError(
+            f"{testset.name}: expected {len(q)} query and {len(g)} gallery features, got "
+            f"{len(q_feats)} and {len(g_feats)}"
+        )
+    if testset.protocol == "sysu":
+        n = cfg.trials if trials is None else trials
+        return run_sysu(
+            q_feats, q.pids, q.cams, g_feats, g.pids, g.cams,
+            mode=cfg.sysu_mode, shot=cfg.shot, trials=range(n), metric=cfg.metric,  # type: ignore[arg-type]
+        )
+    direction = testset.direction
+    if direction == "v2t":
+        data = RegDBTrial(q_feats, q.pids, g_feats, g.pids)
+    else:
+        data = RegDBTrial(g_feats, g.pids, q_feats, q.pids)
+    if testset.trial is None:  # a validation split carved from the training ids
+        result = regdb_trial(*data, direction=direction, metric=cfg.metric)  # type: ignore[arg-type]
+        return Report.from_results(
+            [("val", result)], name=testset.name,
+            settings={"dataset": "validation", "direction": direction, "metric": cfg.metric},
+        )
+    return run_regdb({testset.trial: data}, direction=direction, metric=cfg.metric)  # type: ignore[arg-type]
+
+
+def evaluate_all(
+    testset: TestSet,
+    q_feats: np.ndarray,
+    g_feats: np.ndarray,
+    cfg: EvalConfig,
+    *,
+    sysu_modes: Iterable[str] = ("all", "indoor"),
+    shots: Iterable[str] = ("single",),
+) -> dict[str, Report]:
+    """Every protocol of the test set from one feature extraction, keyed by :func:`protocol_key`:
+    SYSU-MM01 each of ``sysu_modes`` × ``shots``; RegDB both directions of its trial."""
+    import dataclasses
+
+    out: dict[str, Report] = {}
+    if testset.protocol == "sysu":
+        for mode in sysu_modes:
+            for shot in shots:
+                sub = dataclasses.replace(cfg, sysu_mode=mode, shot=shot)
+                out[protocol_key(testset, sub)] = evaluate(testset, q_feats, g_feats, sub)
+        return out
+    for ts, qf, gf in ((testset, q_feats, g_feats), (testset.reversed(), g_feats, q_feats)):
+        out[protocol_key(ts, cfg)] = evaluate(ts, qf, gf, cfg)
+    return out

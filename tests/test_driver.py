@@ -40,7 +40,7 @@ def test_resume_continues_exactly(sysu_root, tmp_path):
     part = train(_cfg(sysu_root, tmp_path, "part"), max_epochs=2, evaluate_at_end=False)
     assert part.epochs_done == 2
     assert load_checkpoint(part.last_checkpoint).epoch == 2
-    rest = train(_cfg(sysu_root, tmp_path, "ignored"), resume=part.run_dir, evaluate_at_end=False)
+    rest = train(resume=part.run_dir, evaluate_at_end=False)
     assert rest.run_dir == part.run_dir
     resumed = _losses(part.steps) + _losses(rest.steps)
     assert resumed == _losses(full.steps)  # bit for bit, every step
@@ -63,7 +63,7 @@ def test_checkpoint_is_complete_and_evaluates_like_the_run(sysu_root, tmp_path):
     assert "adam.step" in ck.optimizer and int(ck.optimizer["adam.step"]) == 2
     assert ck.rng, "framework RNG state is saved for exact resume"
     assert (res.run_dir / "report.json").exists() and (res.run_dir / "report.txt").exists()
-    again = evaluate_checkpoint(res.run_dir)
+    again = evaluate_checkpoint(res.run_dir).reports["sysu-all-single"]
     assert again.to_dict()["mean"] == res.report.to_dict()["mean"]
     assert [r for r, _ in again.rows] == [0, 1]  # SYSU trials 0..1 as configured
 
@@ -90,7 +90,9 @@ def test_cli_train_and_eval(sysu_root, tmp_path):
     r = runner.invoke(app, ["eval", "--resume", str(run), "--trials", "2", "--json", str(tmp_path / "e.json")])
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "e.json").read_text())
-    assert len(data["trials"]) == 2 and "R1" in r.output
+    assert set(data) == {"sysu-all-single", "sysu-indoor-single"}
+    assert len(data["sysu-all-single"]["trials"]) == 2 and "R1" in r.output
+    assert (run / "eval-sysu-all-single.json").exists() and (run / "eval-sysu-indoor-single.txt").exists()
 
 
 @pytest.mark.parametrize(

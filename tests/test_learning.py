@@ -17,7 +17,8 @@ import pytest
 from mvd_core import metrics
 from mvd_core.config import apply_overrides, load_config
 from mvd_core.data.datasets import load_test, load_train
-from mvd_core.driver import evaluate_backend, extract, train
+from mvd_core.driver import train
+from mvd_core.features import evaluate_backend, extract
 from mvd_core.registry import create_backend, framework_available
 
 STEPS = 240  # 10 epochs x 24 steps of 64 images

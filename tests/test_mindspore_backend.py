@@ -56,14 +56,14 @@ def test_driver_trains_resumes_exactly_and_evaluates(sysu_root, tmp_path):
     assert len(full.steps) == 9 and full.epochs_done == 3
     assert all(np.isfinite(r["total"]) for r in full.steps)
     part = train(_cfg(sysu_root, tmp_path, "part"), max_epochs=2, evaluate_at_end=False)
-    rest = train(_cfg(sysu_root, tmp_path, "x"), resume=part.run_dir, evaluate_at_end=False)
+    rest = train(resume=part.run_dir, evaluate_at_end=False)
     assert _losses(part.steps) + _losses(rest.steps) == _losses(full.steps)
     a = load_checkpoint(full.last_checkpoint)
     b = load_checkpoint(rest.last_checkpoint)
     assert a.params.keys() == b.params.keys()
     assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
     assert int(a.optimizer["adam.step"]) == 9 and set(a.rng) == {"dropout.seed", "dropout.draws"}
-    report = evaluate_checkpoint(full.run_dir)
+    report = evaluate_checkpoint(full.run_dir).reports["sysu-all-single"]
     assert [r for r, _ in report.rows] == [0, 1]
     assert 0.0 <= report.to_dict()["mean"]["mAP"] <= 100.0
 
@@ -91,7 +91,7 @@ def test_cli_train_and_eval_with_mindspore(cli_run, tmp_path):
                             "--device", "CPU", "--ms-mode", "graph", "--trials", "2",
                             "--json", str(tmp_path / "e.json")])
     assert r.exit_code == 0, r.output
-    assert len(json.loads((tmp_path / "e.json").read_text())["trials"]) == 2
+    assert len(json.loads((tmp_path / "e.json").read_text())["sysu-all-single"]["trials"]) == 2
 
 
 def test_checkpoints_are_interchangeable_with_torch(cli_run):
@@ -99,8 +99,8 @@ def test_checkpoints_are_interchangeable_with_torch(cli_run):
     checkpoint holds canonical names and plain arrays, nothing framework specific."""
     pytest.importorskip("torch")
     ms_rep = evaluate_checkpoint(cli_run, ["eval.trials=2"], backend="mindspore", device="CPU",
-                                 ms_mode="pynative")
-    pt_rep = evaluate_checkpoint(cli_run, ["eval.trials=2"], backend="torch", device="cpu")
+                                 ms_mode="pynative").reports["sysu-all-single"]
+    pt_rep = evaluate_checkpoint(cli_run, ["eval.trials=2"], backend="torch", device="cpu").reports["sysu-all-single"]
     m, t = ms_rep.to_dict()["mean"], pt_rep.to_dict()["mean"]
     for key in ("R1", "mAP", "mINP"):
         assert abs(m[key] - t[key]) <= 0.1, (key, m[key], t[key])  # the metrics tolerance (pp)

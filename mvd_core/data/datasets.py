@@ -239,6 +239,8 @@ class TestSet:
     gallery: ImageSet
     protocol: str
     name: str
+    #: the RegDB split this test set comes from (None: SYSU-MM01 or a validation split)
+    trial: int | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in ("sysu", "regdb"):
@@ -246,6 +248,17 @@ class TestSet:
         for what, part in (("query", self.query), ("gallery", self.gallery)):
             if len(part) == 0:
                 raise DataError(f"{self.name}: empty {what} (empty split)")
+
+    @property
+    def direction(self) -> str:
+        """``v2t`` (visible query, thermal gallery) or ``t2v``."""
+        return "v2t" if self.query.modality == VISIBLE else "t2v"
+
+    def reversed(self) -> TestSet:
+        """The same images with query and gallery swapped (RegDB's other direction)."""
+        arrow = {"v2t": "thermal->visible", "t2v": "visible->thermal"}[self.direction]
+        base = self.name.rsplit(" ", 1)[0] if self.name.endswith(("->thermal", "->visible")) else self.name
+        return TestSet(self.gallery, self.query, self.protocol, f"{base} {arrow}", self.trial)
 
     @property
     def query_modality(self) -> str:
@@ -664,7 +677,7 @@ def load_regdb_test(root: str | os.PathLike[str], trial: int, mode: str = "v2t")
     th = ImageSet(pids=tp, labels=tp, cams=np.full(len(tp), REGDB_THERMAL_CAM), modality=THERMAL, paths=t.paths)
     arrow = "visible->thermal" if mode == "v2t" else "thermal->visible"
     q, g = (vis, th) if mode == "v2t" else (th, vis)
-    return TestSet(q, g, "regdb", f"RegDB trial {trial} {arrow}")
+    return TestSet(q, g, "regdb", f"RegDB trial {trial} {arrow}", trial=trial)
 
 
 # --------------------------------------------------------------------------------- entry points
