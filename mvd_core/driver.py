@@ -256,8 +256,12 @@ def evaluate_checkpoint(
         log.warning("%s carries its own config (recipe %s); --config %s is not used", ck_path, cfg.recipe, config.recipe)
     cfg = apply_overrides(cfg, list(overrides))
     run = cfg.run
-    if backend is not None:
-        run = dataclasses.replace(run, backend=backend)
+    if backend is not None and backend != run.backend:
+        # speed settings of the training backend do not carry over to another framework
+        given = " ".join(overrides)
+        keep = {k: getattr(run, k) for k in ("amp", "channels_last") if f"run.{k}=" in given}
+        run = dataclasses.replace(run, backend=backend, amp=keep.get("amp", "none"),
+                                  channels_last=keep.get("channels_last", False))
     if ms_mode is not None:
         run = dataclasses.replace(run, ms_mode=ms_mode)
     dev = normalize_device(run.backend, device if device is not None else run.device)

@@ -83,3 +83,62 @@ def test_backends_implement_the_interface(name):
     init = list(inspect.signature(cls.__init__).parameters)
     assert init[:5] == ["self", "cfg", "num_classes", "device", "seed"]
     assert isinstance(cls.name, str) and cls.name == name
+
+
+# ---------------------------------------------------------------- which backend honours each key
+
+def _config_keys() -> set[str]:
+    import dataclasses
+
+    from mvd_core.config import Config
+
+    keys = {"recipe"}
+    for sec in dataclasses.fields(Config):
+        if sec.name != "recipe":
+            keys |= {f"{sec.name}.{f.name}" for f in dataclasses.fields(sec.type if isinstance(sec.type, type) else getattr(Config(), sec.name))}
+    return keys
+
+
+def test_every_config_key_says_who_honours_it():
+    from mvd_core.registry import HONOURED
+
+    keys = _config_keys()
+    assert sorted(keys - set(HONOURED)) == [], "config keys missing from registry.HONOURED"
+    assert sorted(set(HONOURED) - keys) == [], "registry.HONOURED names keys the config lacks"
+    assert set(HONOURED.values()) <= {"core", "backends", "limited", "mindspore"}
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+def test_backend_keys_are_read_by_each_backend(name):
+    """A key that 'backends' honour appears (as an attribute) in that backend's code or in the
+    shared core code that builds its model and losses — never only in the other backend."""
+    from mvd_core.registry import HONOURED, LIMITS
+
+    core = Path(__file__).resolve().parent.parent / "mvd_core"
+    text = "".join(p.read_text() for p in (ROOT / name).glob("*.py"))
+    text += "".join((core / f).read_text() for f in ("model_spec.py", "losses_spec.py", "pretrained.py", "devices.py"))
+    missing = [k for k, who in HONOURED.items()
+               if who in ("backends", "limited") and k not in LIMITS[name]
+               and f".{k.split('.')[1]}" not in text]
+    assert missing == [], f"{name} never reads {missing}"
+
+
+@pytest.mark.parametrize("name, key, value, needle", [
+    ("mindspore", "run.amp", "fp16", "run.amp=fp16"),
+    ("mindspore", "run.amp", "bf16", "run.amp=bf16"),
+    ("mindspore", "run.precision", "fp64", "run.precision='fp64'"),
+    ("mindspore", "run.channels_last", True, "run.channels_last=True"),
+    ("torch", "run.amp", "fp16", "run.amp=fp16"),
+])
+def test_unsupported_settings_are_refused_not_ignored(name, key, value, needle):
+    """On this CPU machine each of these is refused by create_backend with one line naming the
+    key, before any model is built."""
+    from mvd_core.config import load_config
+    from mvd_core.errors import MvdError
+    from mvd_core.registry import create_backend
+
+    v = str(value).lower() if isinstance(value, bool) else value
+    cfg = load_config("tiny", [f"run.backend={name}", f"run.device={'CPU' if name == 'mindspore' else 'cpu'}", f"{key}={v}"])
+    with pytest.raises(MvdError) as e:
+        create_backend(cfg, 4)
+    assert needle in str(e.value) and "\n" not in str(e.value)
