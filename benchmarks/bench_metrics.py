@@ -25,13 +25,11 @@ the lean loop, which allocates the same arrays); the process's peak RSS is print
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -334,12 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     report["process_peak_rss_mib"] = peak
     print(f"process peak RSS: {peak:.0f} MiB (includes the synthetic data and the baselines)")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, args.json)
+        from mvd_core.io import atomic_write_json
+
+        atomic_write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0 if all(c["met"] for c in report["cases"].values()) else 1
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 from mvd_core.errors import ConfigError
+from mvd_core.io import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
 
 #: folder holding the shipped recipes
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -378,27 +378,6 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], blob: bytes) -> None:
-    """Write ``blob`` to ``path`` via a temp file in the same folder and a rename, so a crash
-    never leaves a half-written file (the one implementation the project's writers share)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write text to ``path`` atomically (see :func:`atomic_write_bytes`)."""
-    atomic_write_bytes(path, text.encode())
 
 
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:

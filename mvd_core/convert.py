@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from mvd_core.config import ModelConfig, atomic_write_bytes
+from mvd_core.config import ModelConfig
 from mvd_core.errors import MvdError
+from mvd_core.io import atomic_path, atomic_write_bytes
 from mvd_core.model_spec import check_state, model_spec, trunk_spec
 
 KINDS = ("mvd", "resnet50")
@@ -132,15 +132,8 @@ def write_params(params: dict[str, np.ndarray], path: str | os.PathLike[str], ki
         blob = save({k: np.ascontiguousarray(v) for k, v in params.items()}, metadata={"kind": kind})
         atomic_write_bytes(p, blob)
     elif s == ".npz":
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".npz", dir=p.parent)
-        os.close(fd)
-        try:
+        with atomic_path(p, suffix=".npz") as tmp:  # np.savez appends .npz to other names
             np.savez(tmp, **params)
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     else:
         conv = _converter(p)
         (conv.write_state if kind == "mvd" else conv.write_resnet50)(params, p)

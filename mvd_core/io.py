@@ -66,9 +66,9 @@ def file_mode() -> int:
 
 def named_oserror(e: OSError, path: str | os.PathLike[str]) -> OSError:
     """``e`` with ``filename`` set (ENOSPC from ``write`` names no file)."""
-    if e.filename is not None:
+    if e.filename is not None or e.errno is None:
         return e
-    return OSError(e.errno, e.strerror or os.strerror(e.errno or 0), str(path))
+    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -96,6 +96,19 @@ def make_dirs(folder: str | os.PathLike[str]) -> Path:
     except OSError as e:
         raise named_oserror(e, p) from None
     return p
+
+
+def make_temp_dir(target: str | os.PathLike[str]) -> Path:
+    """A fresh folder next to ``target`` to fill and rename into place, with the mode a plain
+    ``mkdir`` gives (``mkdtemp`` makes it 0700: a synthetic data set nobody else could read)."""
+    target = Path(target)
+    make_dirs(target.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~umask())
+    except OSError as e:
+        raise named_oserror(e, target) from None
+    return tmp
 
 
 class StagedFile:

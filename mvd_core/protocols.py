@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,19 +396,10 @@ class Report:
     def write_json(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_json` atomically (a temporary file in the same folder, then
         ``os.replace``); a reader never sees a half-written file. Returns the path."""
+        from mvd_core.io import atomic_write_text
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json() + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, self.to_json() + "\n")
         return path
 
     def to_table(self) -> str:

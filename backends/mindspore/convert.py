@@ -24,9 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
@@ -112,20 +110,16 @@ def save_checkpoint(params: Mapping[str, np.ndarray], path: str | os.PathLike[st
     in the same folder, then rename)."""
     import mindspore as ms
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from mvd_core.io import atomic_path
+
     items = [
         {"name": k, "data": ms.Tensor(np.ascontiguousarray(np.asarray(v)))}
         for k, v in params.items()
     ]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ckpt", dir=path.parent)
-    os.close(fd)
-    try:
-        ms.save_checkpoint(items, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # MindSpore appends .ckpt to other names and leaves the file 0400: the writer gives it
+    # 0o666 & ~umask like every other output
+    with atomic_path(path, suffix=".ckpt") as tmp:
+        ms.save_checkpoint(items, str(tmp))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -140,19 +140,10 @@ def read_torchvision_resnet50(
 
 
 def _save_atomic(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
-    import tempfile
-    from pathlib import Path
+    from mvd_core.io import atomic_writer
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(dict(tensors), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_writer(path) as f:
+        torch.save(dict(tensors), f)
 
 
 def read_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,17 +56,11 @@ def read_resized(path: str | os.PathLike[str], height: int, width: int) -> np.nd
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as a .npy file via a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``array`` as a .npy file atomically (:func:`mvd_core.io.atomic_writer`)."""
+    from mvd_core.io import atomic_writer
+
+    with atomic_writer(path) as f:
+        np.save(f, array, allow_pickle=False)
 
 
 ProgressFn = Callable[[int, int], None]

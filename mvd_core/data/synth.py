@@ -54,7 +54,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,7 @@ from PIL import Image
 
 from mvd_core import __version__
 from mvd_core.errors import DataError
+from mvd_core.io import make_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -546,8 +546,7 @@ def synth_sysu(
     _prepare_out(out)
     splits = _split_ids(ids, seed, split)
     cams = {c: make_camera(seed, c, c in SYSU_THERMAL, SYSU_CAM_SIZES[c]) for c in range(1, 7)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out)  # mode 0o777 & ~umask, not mkdtemp's 0700
     n_img = 0
     try:
         for pid in range(1, ids + 1):
@@ -604,8 +603,7 @@ def synth_regdb(
     _prepare_out(out)
     cam_v = make_camera(seed, 1, False, REGDB_SIZE, tag=_T_REGDB)
     cam_t = make_camera(seed, 2, True, REGDB_SIZE, tag=_T_REGDB)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out)  # mode 0o777 & ~umask, not mkdtemp's 0700
     rel: dict[int, tuple[list[str], list[str]]] = {}
     frame = 0
     try:
