@@ -10,7 +10,8 @@ import typer
 from mvd_core import __version__
 
 #: command modules (cli/<name>.py), registered in this order; each has `register(app)`
-COMMANDS = ("info", "train", "eval", "demo", "synth", "prepare", "convert", "parity")
+COMMANDS = ("info", "train", "eval", "demo", "synth", "prepare", "convert", "parity",
+            "extract", "rank")
 
 app = typer.Typer(
     name="mvd",
