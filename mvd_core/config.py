@@ -8,12 +8,13 @@ file. The fully resolved config is written next to a run's outputs (:func:`save_
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
@@ -25,40 +26,84 @@ RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass(frozen=True)
+class Range:
+    """The valid range of a numeric field, written in its annotation next to the default
+    (``height: Annotated[int, Range(ge=MIN_HEIGHT)] = 288``); checked for every value loaded
+    (YAML, ``--set``, :func:`replace`, a checkpoint's config). Floats must also be finite; a
+    tuple field's range applies to each element. ``why`` is appended to the error."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    why: str = ""
+
+    def describe(self) -> str:
+        lo = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
+        hi = f"<= {self.le:g}" if self.le is not None else f"< {self.lt:g}" if self.lt is not None else ""
+        if lo and hi and self.ge is not None and self.le is not None:
+            text = f"in [{self.ge:g}, {self.le:g}]"
+        elif lo and hi and self.ge is not None and self.lt is not None:
+            text = f"in [{self.ge:g}, {self.lt:g})"
+        else:
+            text = " and ".join(t for t in (lo, hi) if t) or "finite"
+        return text + (f" ({self.why})" if self.why else "")
+
+    def ok(self, v: float) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        return not (
+            (self.ge is not None and not v >= self.ge)
+            or (self.gt is not None and not v > self.gt)
+            or (self.le is not None and not v <= self.le)
+            or (self.lt is not None and not v < self.lt)
+        )
+
+
+#: probabilities and fractions
+PROBABILITY = Range(ge=0, le=1)
+#: smallest image the network is given: any size runs (padding keeps every map >= 1x1), but
+#: below 2**5 rows one of its 5 stride-2 stages (conv1, maxpool, layer2/3/4) halves a single
+#: row; the width floor is that height at the 2:1 person aspect every recipe uses
+MIN_HEIGHT = 32
+MIN_WIDTH = 16
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = "sysu"  # sysu | regdb
     root: str = ""  # data set root (raw layout, SPEC §6)
     cache: str = ""  # SYSU preprocessed .npy folder ("" = <root>)
-    height: int = 288
-    width: int = 144
-    num_ids: int = 8  # identities per batch
-    num_pos: int = 4  # images per identity and modality
+    height: Annotated[int, Range(ge=MIN_HEIGHT, why="the network has 5 stride-2 stages")] = 288
+    width: Annotated[int, Range(ge=MIN_WIDTH, why="half the minimum height")] = 144
+    num_ids: Annotated[int, Range(ge=1)] = 8  # identities per batch
+    num_pos: Annotated[int, Range(ge=1)] = 4  # images per identity and modality
     sampler: str = "ms"  # ms: ids without replacement per batch; pt: every id once per epoch
     augment: str = "ms"  # ms: grey p, flip, erasing; pt: flip only
-    pad: int = 10  # pad before random crop (0 = no crop)
-    flip_p: float = 0.5
-    grayscale_p: float = 0.5  # visible only
-    erasing_p: float = 0.5
-    trial: int = 1  # RegDB split 1..10
-    workers: int = 2  # loader worker threads/processes
-    prefetch: int = 4  # batches prepared ahead
+    pad: Annotated[int, Range(ge=0)] = 10  # pad before random crop (0 = no crop)
+    flip_p: Annotated[float, PROBABILITY] = 0.5
+    grayscale_p: Annotated[float, PROBABILITY] = 0.5  # visible only
+    erasing_p: Annotated[float, PROBABILITY] = 0.5
+    trial: Annotated[int, Range(ge=1, le=10, why="RegDB has 10 splits")] = 1  # RegDB split 1..10
+    workers: Annotated[int, Range(ge=0)] = 2  # loader worker threads/processes
+    prefetch: Annotated[int, Range(ge=0)] = 4  # batches prepared ahead
     synthetic: bool = False  # informational: data written by `mvd synth`
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    width: int = 64  # ResNet-50 base channel count (64 = the real ResNet-50)
-    last_stride: int = 2  # layer4 stride (pt: 1)
+    width: Annotated[int, Range(ge=1)] = 64  # ResNet-50 base channel count (64 = the real ResNet-50)
+    last_stride: Annotated[int, Range(ge=1, le=2)] = 2  # layer4 stride (pt: 1)
     cam: bool = False  # channel attention before layer2/3/4 (pt: true)
     bnneck_bias: bool = True  # BN-neck beta trainable (pt: false, frozen at 0)
-    vib_hidden: tuple[int, int] = (1000, 500)  # VIB encoder hidden sizes
-    vib_dim: int = 512  # z size
-    vib_cls_hidden: int = 256  # VIB classifier hidden size
-    dropout: float = 0.5  # VIB classifier dropout (0 disables, used by parity)
+    vib_hidden: Annotated[tuple[int, int], Range(ge=1)] = (1000, 500)  # VIB encoder hidden sizes
+    vib_dim: Annotated[int, Range(ge=1)] = 512  # z size
+    vib_cls_hidden: Annotated[int, Range(ge=1)] = 256  # VIB classifier hidden size
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.5  # VIB classifier dropout (0 disables, used by parity)
     # initial γ of every bottleneck's last BatchNorm (bn3): 1 = torchvision's default, 0 = its
     # zero_init_residual; small values make a from-scratch trunk well-conditioned (tiny: 0.1).
     # A pretrained trunk (model.pretrain) brings its own γ.
-    residual_gain: float = 1.0
+    residual_gain: Annotated[float, Range(ge=0)] = 1.0
     feat_norm: str = "part"  # test feature L2 norm: part (each 2048 block) | joint | none
     pretrain: str = ""  # torchvision-format ResNet-50 state dict or MindSpore checkpoint
 
@@ -66,70 +111,70 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
     preset: str = "id+tri+kldiv"  # id | id+tri | id+tri+kldiv | mvd-pt
-    label_smoothing: float = 0.0  # pt: 0.1
+    label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.0  # pt: 0.1
     triplet: str = "batch_hard"  # batch_hard | ranked_list
-    margin: float = 0.3  # batch-hard margin
-    rll_m1: float = 0.9  # ranked-list intra-modality margin
-    rll_m2: float = 1.0  # ranked-list cross-modality margin
-    rll_a1: float = 2.2  # ranked-list intra-modality threshold
-    rll_a2: float = 2.0  # ranked-list cross-modality threshold
+    margin: Annotated[float, Range(ge=0)] = 0.3  # batch-hard margin
+    rll_m1: Annotated[float, Range(ge=0)] = 0.9  # ranked-list intra-modality margin
+    rll_m2: Annotated[float, Range(ge=0)] = 1.0  # ranked-list cross-modality margin
+    rll_a1: Annotated[float, Range(ge=0)] = 2.2  # ranked-list intra-modality threshold
+    rll_a2: Annotated[float, Range(ge=0)] = 2.0  # ranked-list cross-modality threshold
     kl: str = "proper"  # proper | legacy
-    temperature: float = 1.0
-    sinkhorn_eps: float = 0.01
-    sinkhorn_iters: int = 100
+    temperature: Annotated[float, Range(gt=0)] = 1.0
+    sinkhorn_eps: Annotated[float, Range(gt=0)] = 0.01
+    sinkhorn_iters: Annotated[int, Range(ge=1)] = 100
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     name: str = "adam"  # adam | sgd
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    momentum: float = 0.9  # sgd
+    lr: Annotated[float, Range(gt=0)] = 3.5e-4
+    weight_decay: Annotated[float, Range(ge=0)] = 5e-4
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # sgd
     nesterov: bool = True  # sgd
-    betas: tuple[float, float] = (0.9, 0.999)  # adam
-    eps: float = 1e-8  # adam
-    trunk_lr_mult: float = 0.1  # backbones (trunk, CAM, BN-neck, ID classifier) relative to lr
-    head_lr_mult: float = 1.0  # VIB heads relative to lr
+    betas: Annotated[tuple[float, float], Range(ge=0, lt=1)] = (0.9, 0.999)  # adam
+    eps: Annotated[float, Range(gt=0)] = 1e-8  # adam
+    trunk_lr_mult: Annotated[float, Range(ge=0)] = 0.1  # backbones (trunk, CAM, BN-neck, ID classifier) relative to lr
+    head_lr_mult: Annotated[float, Range(ge=0)] = 1.0  # VIB heads relative to lr
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     kind: str = "ms"  # ms | pt (SPEC §4)
-    epochs: int = 80
-    warmup: int = 5  # warm-up epochs
-    warmup_from: float = 0.0  # pt: 0.01 (fraction of lr at the first epoch)
-    start_decay: int = 15  # ms
-    end_decay: int = 27  # ms
-    milestones: tuple[int, ...] = ()  # pt: (210,)
-    gamma: float = 0.1
-    steps_per_epoch: int = 0  # 0 = as the sampler defines it; >0 caps it (tiny runs)
+    epochs: Annotated[int, Range(ge=1)] = 80
+    warmup: Annotated[int, Range(ge=0)] = 5  # warm-up epochs
+    warmup_from: Annotated[float, PROBABILITY] = 0.0  # pt: 0.01 (fraction of lr at the first epoch)
+    start_decay: Annotated[int, Range(ge=0)] = 15  # ms
+    end_decay: Annotated[int, Range(ge=0)] = 27  # ms
+    milestones: Annotated[tuple[int, ...], Range(ge=1)] = ()  # pt: (210,)
+    gamma: Annotated[float, Range(gt=0)] = 0.1
+    steps_per_epoch: Annotated[int, Range(ge=0, why="0 = as the sampler defines it")] = 0  # 0 = as the sampler defines it; >0 caps it (tiny runs)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    every: int = 5  # evaluate every N epochs (0 = only at the end)
+    every: Annotated[int, Range(ge=0, why="0 = only at the end")] = 5  # evaluate every N epochs (0 = only at the end)
     sysu_mode: str = "all"  # all | indoor
     shot: str = "single"  # single | multi
-    trials: int = 10
+    trials: Annotated[int, Range(ge=1)] = 10
     regdb_mode: str = "v2t"  # v2t | t2v
     metric: str = "euclidean"  # euclidean | cosine
-    batch_size: int = 64
+    batch_size: Annotated[int, Range(ge=1)] = 64
 
 
 @dataclass(frozen=True)
 class RunConfig:
     backend: str = "torch"  # torch | mindspore
     device: str = "cpu"
-    seed: int = 0
+    seed: Annotated[int, Range(ge=0)] = 0
     out: str = "runs"  # runs/<tag>/...
     tag: str = ""  # "" = recipe name + time stamp
-    log_every: int = 10  # steps between log lines
-    ckpt_every: int = 1  # epochs between checkpoints
-    val_ids: int = 0  # carve N training ids for validation / "best" checkpoint
+    log_every: Annotated[int, Range(ge=1)] = 10  # steps between log lines
+    ckpt_every: Annotated[int, Range(ge=1)] = 1  # epochs between checkpoints
+    val_ids: Annotated[int, Range(ge=0)] = 0  # carve N training ids for validation / "best" checkpoint
     amp: str = "none"  # none | bf16 | fp16 (torch CUDA)
     ms_mode: str = "pynative"  # graph | pynative (mindspore)
     precision: str = "fp32"  # fp32 | fp64 (torch only: the float64 arbiter of `mvd parity`)
-    threads: int = 0  # CPU compute threads; 0 = auto (see mvd_core.devices.cpu_threads)
+    threads: Annotated[int, Range(ge=0, why="0 = auto")] = 0  # CPU compute threads; 0 = auto (see mvd_core.devices.cpu_threads)
 
 
 @dataclass(frozen=True)
@@ -238,6 +283,33 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
+_RANGES: dict[type, dict[str, Range]] = {}
+
+
+def ranges(cls: type) -> dict[str, Range]:
+    """``{field: Range}`` of a config section class (from the fields' annotations)."""
+    if cls not in _RANGES:
+        found: dict[str, Range] = {}
+        for name, tp in typing.get_type_hints(cls, include_extras=True).items():
+            for meta in getattr(tp, "__metadata__", ()):
+                if isinstance(meta, Range):
+                    found[name] = meta
+        _RANGES[cls] = found
+    return _RANGES[cls]
+
+
+def _check_range(cls: type, key: str, value: Any, where: str) -> None:
+    r = ranges(cls).get(key)
+    if r is None:
+        return
+    values = value if isinstance(value, tuple) else (value,)
+    if not all(r.ok(v) for v in values):
+        kind = "an integer" if all(isinstance(v, int) for v in values) else "a finite number"
+        each = "each value " if isinstance(value, tuple) else ""
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ConfigError(f"{where}={shown!r} is out of range: expected {each}{kind} {r.describe()}")
+
+
 def _apply(cfg: Config, updates: dict[str, Any], source: str) -> Config:
     """Apply a nested {section: {key: value}} mapping from `source` (a file name or '--set')."""
     if not isinstance(updates, dict):
@@ -265,6 +337,7 @@ def _apply(cfg: Config, updates: dict[str, Any], source: str) -> Config:
                     f"{source}: unknown key {sec}.{key} (expected one of {', '.join(hints)})"
                 )
             v = _coerce(val, hints[key], f"{source}: {sec}.{key}")
+            _check_range(cls, key, v, f"{source}: {sec}.{key}")
             choices = CHOICES.get(f"{sec}.{key}")
             if choices is not None and v not in choices:
                 raise ConfigError(
