@@ -80,7 +80,9 @@ class DataConfig:
     num_pos: Annotated[int, Range(ge=1)] = 4  # images per identity and modality
     sampler: str = "ms"  # ms: ids without replacement per batch; pt: every id once per epoch
     augment: str = "ms"  # ms: grey p, flip, erasing; pt: flip only
-    pad: Annotated[int, Range(ge=0)] = 10  # pad before random crop (0 = no crop)
+    pad: Annotated[int, Range(ge=0)] = 0  # pad before random crop (0 = no crop: neither public code shifts images)
+    resize: str = "lanczos"  # resize filter: lanczos (SYSU cache, MS) | bilinear (PT's T.Resize)
+    erasing: str = "ms"  # random-erasing geometry: ms (MindSpore RandomErasing) | zhong (re-id codes)
     flip_p: Annotated[float, PROBABILITY] = 0.5
     grayscale_p: Annotated[float, PROBABILITY] = 0.5  # visible only
     erasing_p: Annotated[float, PROBABILITY] = 0.5
@@ -159,6 +161,10 @@ class EvalConfig:
     regdb_mode: str = "v2t"  # v2t | t2v
     metric: str = "euclidean"  # euclidean | cosine
     batch_size: Annotated[int, Range(ge=1)] = 64
+    # SYSU-MM01 single/multi-shot gallery draw per trial: agw (AGW/MVD test scripts'
+    # process_gallery_sysu) | official (the data set's rand_perm_cam.mat) | seeded (toolkit's own)
+    gallery_draw: str = "agw"
+    sysu_eval_dir: str = ""  # folder with rand_perm_cam.mat ("" = look under data.root)
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.dataset": ("sysu", "regdb"),
     "data.sampler": ("ms", "pt"),
     "data.augment": ("ms", "pt"),
+    "data.resize": ("lanczos", "bilinear"),
+    "data.erasing": ("ms", "zhong"),
     "model.feat_norm": ("part", "joint", "none"),
     "loss.preset": ("id", "id+tri", "id+tri+kldiv", "mvd-pt"),
     "loss.triplet": ("batch_hard", "ranked_list"),
@@ -204,6 +212,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.shot": ("single", "multi"),
     "eval.regdb_mode": ("v2t", "t2v"),
     "eval.metric": ("euclidean", "cosine"),
+    "eval.gallery_draw": ("agw", "official", "seeded"),
     "run.backend": ("torch", "mindspore"),
     "run.amp": ("none", "bf16", "fp16"),
     "run.ms_mode": ("graph", "pynative"),

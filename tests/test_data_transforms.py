@@ -1,5 +1,5 @@
 """Transforms: shapes, dtype, exact normalisation, determinism per rng, the crop/flip/grayscale/
-erasing properties, augment=pt."""
+erasing properties (MS erasing against MindSpore's own RandomErasing), resize filters, augment=pt."""
 
 from __future__ import annotations
 
@@ -131,34 +131,133 @@ def test_grayscale_rate_is_p() -> None:
     assert abs(grey / n - 0.5) < 0.1  # binomial sd 0.025
 
 
-@settings(max_examples=40, deadline=None)
+@pytest.mark.parametrize("style", ["ms", "zhong"])
+@settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
-def test_erasing_region(seed: int) -> None:
-    cfg = dataclasses.replace(BASE, height=48, width=24, erasing_p=1.0)
+def test_erasing_region(style: str, seed: int) -> None:
+    cfg = dataclasses.replace(BASE, height=48, width=24, erasing_p=1.0, erasing=style)
     img = np.random.default_rng(seed).integers(1, 255, (48, 24, 3), dtype=np.uint8)
     out = T.TrainTransform(cfg, "thermal")(img, np.random.default_rng(seed))
     ref = T.normalize(img)
     diff = np.any(out != ref, axis=0)
     ys, xs = np.nonzero(diff)
-    assert ys.size > 0
+    r = np.random.default_rng(seed)
+    r.random()  # the flip draw
+    r.random()  # the erasing-probability draw
+    box = T.erase_box(r, 48, 24, style)
+    if box is None or box[2] * box[3] == 0:  # MS: 10 misses (or a 0-high box) erase nothing
+        assert style == "ms" and ys.size == 0
+        return
     t, b, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    assert (t, left, b - t, right - left) == box
     # exactly one filled rectangle, value ERASE_VALUE in every channel
     assert diff[t:b, left:right].all() and diff.sum() == (b - t) * (right - left)
     assert np.all(out[:, t:b, left:right] == T.ERASE_VALUE)
-    area = (b - t) * (right - left) / (48 * 24)
-    assert 0.02 * 0.7 <= area <= 0.4 * 1.3  # rounding of h and w
-    ratio = (b - t) / (right - left)
-    assert 0.3 * 0.6 <= ratio <= (1 / 0.3) * 1.6
 
 
-def test_erasing_box_bounds() -> None:
+class PyRandomAsGenerator:
+    """Python's ``random`` behind the two Generator methods erase_box uses, so that erase_box and
+    MindSpore's own ``get_erase_params`` consume the same stream: ``uniform(a, b)`` and
+    ``integers(lo, hi)`` = ``randint(lo, hi - 1)``."""
+
+    def __init__(self, seed: int) -> None:
+        import random
+
+        self.r = random.Random(seed)
+
+    def uniform(self, a: float, b: float) -> float:
+        return self.r.uniform(a, b)
+
+    def integers(self, lo: int, hi: int) -> int:
+        return self.r.randint(lo, hi - 1)
+
+
+@pytest.mark.parametrize(("h", "w"), [(288, 144), (64, 32), (20, 8)])
+def test_ms_erasing_equals_mindspores_random_erasing(h: int, w: int) -> None:
+    """The MS port's ``py_transforms.RandomErasing(prob=0.5)`` (defaults scale (0.02, 0.33),
+    ratio (0.3, 3.3), 10 attempts, bounded): MindSpore's ``get_erase_params`` draws the same
+    rectangle as ``erase_box(style="ms")`` from the same random stream, and its ``erase`` fills
+    the same pixels."""
+    import random
+
+    from mindspore.dataset.vision import py_transforms_util as msu
+
+    img = np.random.default_rng(0).standard_normal((3, h, w)).astype(np.float32)
+    misses = 0
+    for seed in range(300):
+        ours = T.erase_box(PyRandomAsGenerator(seed), h, w, "ms")
+        random.seed(seed)
+        i, j, eh, ew, value = msu.get_erase_params(img, (0.02, 0.33), (0.3, 3.3), 0, True, 10)
+        if ours is None:
+            misses += 1
+            assert (i, j, eh, ew) == (0, 0, h, w) and value is img  # MindSpore's "return as is"
+            continue
+        assert ours == (i, j, eh, ew), seed
+        erased = msu.erase(img, i, j, eh, ew, value)
+        mine = img.copy()
+        mine[:, ours[0]:ours[0] + ours[2], ours[1]:ours[1] + ours[3]] = T.ERASE_VALUE
+        np.testing.assert_array_equal(erased, mine)
+    assert misses < 300 // 3
+
+
+def test_ms_erasing_geometry_hand_derived() -> None:
+    """w = round(√(A·r)), h = round(w / r), for a stream giving area 0.1 and ratio 2."""
+
+    class Fixed:
+        def __init__(self) -> None:
+            self.u = iter([0.1, 2.0])
+
+        def uniform(self, a: float, b: float) -> float:
+            return next(self.u)
+
+        def integers(self, lo: int, hi: int) -> int:
+            return hi - 1  # the last fitting position: bounds are inclusive
+
+    t, left, h, w = T.erase_box(Fixed(), 288, 144, "ms")
+    assert w == round((0.1 * 288 * 144 * 2.0) ** 0.5) == 91 and h == round(91 / 2.0) == 46
+    assert (t, left) == (288 - 46, 144 - 91)
+
+
+@pytest.mark.parametrize("style", ["ms", "zhong"])
+def test_erasing_box_bounds(style: str) -> None:
+    (a0, a1), (r0, r1), _ = T.ERASE_PARAMS[style]
     rng = np.random.default_rng(0)
+    n = 0
     for _ in range(300):
-        box = T.erase_box(rng, 288, 144)
-        assert box is not None
+        box = T.erase_box(rng, 288, 144, style)
+        if box is None:
+            continue
+        n += 1
         t, left, h, w = box
         assert 0 <= t and t + h <= 288 and 0 <= left and left + w <= 144
-        assert 0.02 * 0.98 <= h * w / (288 * 144) <= 0.4 * 1.02
+        assert a0 * 0.9 <= h * w / (288 * 144) <= a1 * 1.1  # rounding of h and w
+        ratio = w / h if style == "ms" else h / w
+        assert r0 * 0.9 <= ratio <= r1 * 1.1
+    assert n > 150
+    assert T.ERASE_PARAMS["ms"] == ((0.02, 0.33), (0.3, 3.3), 10)
+
+
+def test_bilinear_resize_is_pillows() -> None:
+    cfg = dataclasses.replace(BASE, resize="bilinear")
+    img = _img(4, 64, 32)
+    out = _undo(T.TrainTransform(cfg, "visible")(img, np.random.default_rng(0)))
+    ref = np.asarray(Image.fromarray(img).resize((W, H), Image.BILINEAR))
+    np.testing.assert_array_equal(out, ref)
+    lanczos = np.asarray(Image.fromarray(img).resize((W, H), Image.LANCZOS))
+    assert not np.array_equal(ref, lanczos)  # the setting matters
+    test = T.test_images(img[None], H, W, "bilinear")
+    np.testing.assert_array_equal(_undo(test[0]), ref)
+    with pytest.raises(ValueError, match="data.resize"):
+        T.TrainTransform(dataclasses.replace(BASE, resize="cubic"), 0)
+
+
+def test_recipes_augment_like_their_public_code() -> None:
+    from mvd_core.config import load_config
+
+    ms, pt = load_config("mvd-ms").data, load_config("mvd-pt").data
+    assert ms.pad == 0 and pt.pad == 0  # neither code shifts images
+    assert (ms.augment, ms.erasing, ms.erasing_p, ms.resize) == ("ms", "ms", 0.5, "lanczos")
+    assert (pt.augment, pt.resize) == ("pt", "bilinear")
 
 
 def test_pt_augment_is_flip_normalise_and_optional_crop() -> None:
@@ -182,3 +281,5 @@ def test_bad_modality_and_augment() -> None:
         T.TrainTransform(BASE, "rgb")
     with pytest.raises(ValueError):
         T.TrainTransform(dataclasses.replace(BASE, augment="xx"), 0)
+    with pytest.raises(ValueError, match="data.erasing"):
+        T.TrainTransform(dataclasses.replace(BASE, erasing="xx"), 0)

@@ -272,9 +272,12 @@ class TestSet:
 # --------------------------------------------------------------------------------- images
 
 
-def load_images(imageset: ImageSet, indices: Sequence[int] | np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 (len(indices), height, width, 3): the images at ``indices``, decoded and
-    Lanczos-resized where needed (a stored array of the right size is just indexed)."""
+def load_images(
+    imageset: ImageSet, indices: Sequence[int] | np.ndarray, height: int, width: int, resize_method: str = "lanczos"
+) -> np.ndarray:
+    """uint8 (len(indices), height, width, 3): the images at ``indices``, decoded and resized
+    (``resize_method``: ``data.resize``, lanczos | bilinear) where needed (a stored array of the
+    right size is just indexed)."""
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     n = len(imageset)
     if idx.size and (idx.min() < 0 or idx.max() >= n):
@@ -286,12 +289,12 @@ def load_images(imageset: ImageSet, indices: Sequence[int] | np.ndarray, height:
                 out[...] = imageset.images[idx]
             return out
         for j, i in enumerate(idx.tolist()):
-            out[j] = resize(np.asarray(imageset.images[i]), height, width)
+            out[j] = resize(np.asarray(imageset.images[i]), height, width, resize_method)
         return out
     paths = imageset.paths
     assert paths is not None
     for j, i in enumerate(idx.tolist()):
-        out[j] = read_resized(paths[i], height, width)
+        out[j] = read_resized(paths[i], height, width, resize_method)
     return out
 
 

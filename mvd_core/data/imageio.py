@@ -1,9 +1,11 @@
 """Reading, resizing and writing images and arrays (Pillow/NumPy), with errors that name the file.
 
 Every image is decoded to RGB uint8 ``H×W×3`` (single-channel infrared images are replicated to
-three channels, as ``PIL.Image.convert("RGB")`` does). Resizing uses Lanczos, as the public
-SYSU-MM01/RegDB preprocessing does (``Image.resize((w, h), Image.LANCZOS)``), so a raw image read
-here and a preprocessed cache agree bit for bit.
+three channels, as ``PIL.Image.convert("RGB")`` does). Resizing (``data.resize``) uses Pillow's
+filters: ``lanczos`` (default) as the public SYSU-MM01/RegDB preprocessing and the MindSpore port do
+(``Image.resize((w, h), Image.LANCZOS)``/``ANTIALIAS``), so a raw image read here and a
+preprocessed cache agree bit for bit; ``bilinear`` as the paper's PyTorch code does
+(torchvision ``T.Resize`` on PIL images = ``Image.resize((w, h), Image.BILINEAR)``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: file name endings treated as images when a folder is scanned
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+#: ``data.resize`` values → Pillow resampling filters
+RESIZE_FILTERS: dict[str, int] = {"lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR}
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -42,17 +46,22 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Lanczos-resize uint8 (H, W, 3) to (height, width, 3); returned as is if already that size."""
+def resize(img: np.ndarray, height: int, width: int, method: str = "lanczos") -> np.ndarray:
+    """Resize uint8 (H, W, 3) to (height, width, 3) with ``method`` (a :data:`RESIZE_FILTERS`
+    key); returned as is if already that size."""
+    try:
+        resample = RESIZE_FILTERS[method]
+    except KeyError:
+        raise ValueError(f"data.resize: expected one of {', '.join(RESIZE_FILTERS)}, got {method!r}") from None
     if img.shape[0] == height and img.shape[1] == width:
         return img
-    out = Image.fromarray(np.ascontiguousarray(img)).resize((width, height), Image.LANCZOS)
+    out = Image.fromarray(np.ascontiguousarray(img)).resize((width, height), resample)
     return np.asarray(out, dtype=np.uint8)
 
 
-def read_resized(path: str | os.PathLike[str], height: int, width: int) -> np.ndarray:
+def read_resized(path: str | os.PathLike[str], height: int, width: int, method: str = "lanczos") -> np.ndarray:
     """:func:`read_image` then :func:`resize`."""
-    return resize(read_image(path), height, width)
+    return resize(read_image(path), height, width, method)
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:

@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 PRELOAD_BYTES = 2 << 30
 
 
-def materialise(imageset: ImageSet, height: int, width: int, budget: int = PRELOAD_BYTES) -> ImageSet:
+def materialise(
+    imageset: ImageSet, height: int, width: int, budget: int = PRELOAD_BYTES, resize_method: str = "lanczos"
+) -> ImageSet:
     """``imageset`` as is if its stored images are ``height×width``; else decoded + resized into
     memory when that fits ``budget`` bytes; else as is (decoded per batch)."""
     if imageset.size == (height, width):
@@ -59,7 +61,7 @@ def materialise(imageset: ImageSet, height: int, width: int, budget: int = PRELO
                  "(for SYSU-MM01, `mvd prepare sysu` writes a memory-mapped cache)",
                  imageset, need / 2**30, height, width)
         return imageset
-    images = load_images(imageset, np.arange(len(imageset)), height, width)
+    images = load_images(imageset, np.arange(len(imageset)), height, width, resize_method)
     log.debug("preloaded %r at %dx%d (%.0f MiB)", imageset, height, width, need / 2**20)
     return ImageSet(pids=imageset.pids, labels=imageset.labels, cams=imageset.cams,
                     modality=imageset.modality, images=images)
@@ -93,8 +95,8 @@ class TrainLoader:
         self.steps_per_epoch = min(full, steps_per_epoch) if steps_per_epoch > 0 else full
         self.num_classes = train.num_classes
         self.height, self.width = cfg.height, cfg.width
-        self.visible = materialise(train.visible, cfg.height, cfg.width, preload_bytes)
-        self.thermal = materialise(train.thermal, cfg.height, cfg.width, preload_bytes)
+        self.visible = materialise(train.visible, cfg.height, cfg.width, preload_bytes, cfg.resize)
+        self.thermal = materialise(train.thermal, cfg.height, cfg.width, preload_bytes, cfg.resize)
         self.tf_visible = TrainTransform(cfg, "visible")
         self.tf_thermal = TrainTransform(cfg, "thermal")
         self.workers, self.prefetch = int(cfg.workers), max(1, int(cfg.prefetch))
@@ -119,10 +121,10 @@ class TrainLoader:
         rng = np.random.default_rng([self.seed, epoch, 2, step])
         nv, nt = vis_idx.shape[0], th_idx.shape[0]
         out = np.empty((nv + nt, 3, self.height, self.width), np.float32)
-        raw_v = load_images(self.visible, vis_idx, self.height, self.width)
+        raw_v = load_images(self.visible, vis_idx, self.height, self.width, self.cfg.resize)
         for i in range(nv):
             self.tf_visible(raw_v[i], rng, out[i])
-        raw_t = load_images(self.thermal, th_idx, self.height, self.width)
+        raw_t = load_images(self.thermal, th_idx, self.height, self.width, self.cfg.resize)
         for i in range(nt):
             self.tf_thermal(raw_t[i], rng, out[nv + i])
         labels = np.concatenate([self.visible.labels[vis_idx], self.thermal.labels[th_idx]]).astype(np.int64)

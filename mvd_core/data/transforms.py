@@ -3,18 +3,29 @@
 Training (``TrainTransform``), in this order, every random draw from the caller's
 ``np.random.Generator`` (same generator state → same output):
 
-1. resize to ``(cfg.height, cfg.width)`` with Lanczos if the image has another size;
-2. pad by ``cfg.pad`` pixels of black (0) on every side and crop a random ``height×width`` window
-   (torchvision ``Pad(pad)`` + ``RandomCrop``): a shift of ``-pad..pad`` pixels in each direction;
+1. resize to ``(cfg.height, cfg.width)`` with ``cfg.resize`` (Lanczos | bilinear) if the image
+   has another size;
+2. (``cfg.pad > 0``; 0 by default, as in both public codes: PT ``--padding 0``, and MS crops
+   images that are already 288×144) pad by ``cfg.pad`` pixels of black (0) on every side and crop
+   a random ``height×width`` window (torchvision ``Pad(pad)`` + ``RandomCrop``): a shift of
+   ``-pad..pad`` pixels in each direction;
 3. horizontal flip with probability ``cfg.flip_p``;
 4. (``augment=ms``, visible images only) grayscale with probability ``cfg.grayscale_p``:
    ``L = (19595 R + 38470 G + 7471 B + 2¹⁵) >> 16`` (Pillow's ``convert("L")``, ITU-R 601),
    replicated to three channels;
 5. ImageNet normalisation ``(x/255 − mean)/std`` → float32 CHW;
-6. (``augment=ms``) random erasing with probability ``cfg.erasing_p`` (Zhong et al., as in the
-   re-id codes): up to 100 attempts at a rectangle of area ``U(0.02, 0.4)·H·W`` and aspect ratio
-   ``U(0.3, 1/0.3)`` that fits; it is filled with :data:`ERASE_VALUE` (0 in normalised space, i.e.
-   the ImageNet mean colour, as torchvision's ``RandomErasing(value=0)``).
+6. (``augment=ms``) random erasing with probability ``cfg.erasing_p``, filled with
+   :data:`ERASE_VALUE` (0 in normalised space, i.e. the ImageNet mean colour), geometry
+   ``cfg.erasing`` (:func:`erase_box`):
+
+   * ``ms`` (default; the MindSpore port's ``py_transforms.RandomErasing(prob=0.5)`` with its
+     defaults ``scale=(0.02, 0.33)``, ``ratio=(0.3, 3.3)``, ``max_attempts=10``): area
+     ``A = U(0.02, 0.33)·H·W``, ratio ``r = U(0.3, 3.3)`` (width/height), ``w = round(√(A·r))``,
+     ``h = round(w / r)``; accepted if ``h < H`` and ``w < W``, top-left uniform over every fitting
+     position; after 10 misses nothing is erased;
+   * ``zhong`` (Zhong et al.'s ``RandomErasing`` of the re-id codes, the PT code's class):
+     ``A = U(0.02, 0.4)·H·W``, ``r = U(0.3, 1/0.3)``, ``h = round(√(A·r))``, ``w = round(√(A/r))``,
+     up to 100 attempts.
 
 ``augment=pt``: steps 1, 2 (if ``pad > 0``), 3 and 5 only.
 
@@ -36,10 +47,12 @@ from mvd_core.data.imageio import resize
 #: ImageNet statistics (SPEC §4)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: random erasing: area fraction range, aspect ratio lower bound (upper = 1/r1), attempts, fill
-ERASE_AREA = (0.02, 0.4)
-ERASE_RATIO = 0.3
-ERASE_ATTEMPTS = 100
+#: random erasing per ``data.erasing``: area fraction range, aspect ratio range, attempts
+ERASE_PARAMS: dict[str, tuple[tuple[float, float], tuple[float, float], int]] = {
+    "ms": ((0.02, 0.33), (0.3, 3.3), 10),  # MindSpore RandomErasing defaults (the MS port)
+    "zhong": ((0.02, 0.4), (0.3, 1.0 / 0.3), 100),  # Zhong et al. / the re-id codes
+}
+#: fill value of an erased rectangle (normalised space: the ImageNet mean colour)
 ERASE_VALUE = 0.0
 
 _SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD))).astype(np.float32)
@@ -68,15 +81,29 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(img)).convert("L"))
 
 
-def erase_box(rng: np.random.Generator, height: int, width: int) -> tuple[int, int, int, int] | None:
-    """Draw a random-erasing rectangle ``(top, left, h, w)``; None if no attempt fits."""
+def erase_box(
+    rng: np.random.Generator, height: int, width: int, style: str = "ms"
+) -> tuple[int, int, int, int] | None:
+    """Draw a random-erasing rectangle ``(top, left, h, w)`` of ``style`` (``ms`` | ``zhong``,
+    see the module docstring); None if no attempt fits. Per attempt: area, then ratio; on
+    success: top, then left (each uniform over the fitting positions, bounds included)."""
+    try:
+        (a0, a1), (r0, r1), attempts = ERASE_PARAMS[style]
+    except KeyError:
+        raise ValueError(f"data.erasing: expected one of {', '.join(ERASE_PARAMS)}, got {style!r}") from None
     area = height * width
-    for _ in range(ERASE_ATTEMPTS):
-        target = rng.uniform(*ERASE_AREA) * area
-        aspect = rng.uniform(ERASE_RATIO, 1.0 / ERASE_RATIO)
-        h = int(round(math.sqrt(target * aspect)))
-        w = int(round(math.sqrt(target / aspect)))
-        if 0 < h < height and 0 < w < width:
+    for _ in range(attempts):
+        target = rng.uniform(a0, a1) * area
+        ratio = rng.uniform(r0, r1)
+        if style == "ms":
+            w = int(round(math.sqrt(target * ratio)))
+            h = int(round(w / ratio))
+            fits = h < height and w < width
+        else:
+            h = int(round(math.sqrt(target * ratio)))
+            w = int(round(math.sqrt(target / ratio)))
+            fits = 0 < h < height and 0 < w < width
+        if fits:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
             return top, left, h, w
@@ -100,6 +127,11 @@ class TrainTransform:
         if cfg.augment not in ("ms", "pt"):
             raise ValueError(f"data.augment: expected ms|pt, got {cfg.augment!r}")
         self.height, self.width = cfg.height, cfg.width
+        self.resize = cfg.resize
+        resize(np.zeros((1, 1, 3), np.uint8), 1, 1, self.resize)  # validates data.resize
+        self.erasing = cfg.erasing
+        if self.erasing not in ERASE_PARAMS:
+            raise ValueError(f"data.erasing: expected one of {', '.join(ERASE_PARAMS)}, got {self.erasing!r}")
         self.pad = max(0, int(cfg.pad))
         self.flip_p = float(cfg.flip_p)
         ms = cfg.augment == "ms"
@@ -111,7 +143,7 @@ class TrainTransform:
     def __call__(self, img: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None) -> np.ndarray:
         """Augment one uint8 (h, w, 3) image; writes into ``out`` (3, H, W) float32 if given."""
         H, W = self.height, self.width
-        img = resize(img, H, W)
+        img = resize(img, H, W, self.resize)
         # --- draws, in a fixed order
         dy = dx = 0
         if self.pad:
@@ -120,7 +152,7 @@ class TrainTransform:
         gray = bool(self.draw_gray and rng.random() < self.grayscale_p)
         box = None
         if self.draw_erase and rng.random() < self.erasing_p:
-            box = erase_box(rng, H, W)
+            box = erase_box(rng, H, W, self.erasing)
         # --- apply
         src = to_gray(img)[:, :, None] if gray else img
         if dy or dx:
@@ -138,15 +170,15 @@ class TrainTransform:
         return out
 
 
-def test_images(images: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 (N, h, w, 3) → float32 (N, 3, height, width): Lanczos resize if needed, then
-    ImageNet normalisation (no augmentation)."""
+def test_images(images: np.ndarray, height: int, width: int, method: str = "lanczos") -> np.ndarray:
+    """uint8 (N, h, w, 3) → float32 (N, 3, height, width): resize (``method``: lanczos |
+    bilinear) if needed, then ImageNet normalisation (no augmentation)."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[3] != 3:
         raise ValueError(f"test_images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     out = np.empty((images.shape[0], 3, height, width), np.float32)
     for i in range(images.shape[0]):
-        normalize(resize(images[i], height, width), out[i])
+        normalize(resize(images[i], height, width, method), out[i])
     return out
 
 
