@@ -108,6 +108,7 @@ class ModelConfig:
     residual_gain: Annotated[float, Range(ge=0)] = 1.0
     feat_norm: str = "part"  # test feature L2 norm: part (each 2048 block) | joint | none
     pretrain: str = ""  # torchvision-format ResNet-50 state dict or MindSpore checkpoint
+    sync_bn: bool = False  # multi-process: BatchNorm statistics over all ranks (default per rank)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,9 @@ class RunConfig:
     log_every: Annotated[int, Range(ge=1)] = 10  # steps between log lines
     ckpt_every: Annotated[int, Range(ge=1)] = 1  # epochs between checkpoints
     val_ids: Annotated[int, Range(ge=0)] = 0  # carve N training ids for validation / "best" checkpoint
-    amp: str = "none"  # none | bf16 | fp16 (torch CUDA)
+    amp: str = "none"  # none | bf16 (torch CPU/CUDA) | fp16 (torch CUDA, MindSpore GPU/Ascend)
+    channels_last: bool = False  # torch: NHWC memory format (with amp=bf16: the fast CPU kernels)
+    nproc: Annotated[int, Range(ge=1)] = 1  # local worker processes (mvd train --nproc; see mvd_core.distributed)
     ms_mode: str = "pynative"  # graph | pynative (mindspore)
     precision: str = "fp32"  # fp32 | fp64 (torch only: the float64 arbiter of `mvd parity`)
     threads: Annotated[int, Range(ge=0, why="0 = auto")] = 0  # CPU compute threads; 0 = auto (see mvd_core.devices.cpu_threads)

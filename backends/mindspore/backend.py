@@ -64,11 +64,11 @@ from mvd_backends.mindspore.losses import _MVDLoss
 from mvd_backends.mindspore.network import MVDNet
 from mvd_core.config import Config
 from mvd_core.devices import cpu_threads
-from mvd_core.errors import BackendUnavailable, MvdError
+from mvd_core.errors import BackendUnavailable, CheckpointError, MvdError
 from mvd_core.interface import TAP_NAMES, Batch
 from mvd_core.losses_spec import preset_weights
 from mvd_core.model_spec import check_state, init_params, model_spec
-from mvd_core.registry import check_precision
+from mvd_core.registry import check_amp, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,42 @@ class _TorchSGD(nn.Cell):
 
 
 # --------------------------------------------------------------------------------------------
+# mixed precision (GPU/Ascend only: mvd_core.registry.AMP refuses it on the CPU)
+# --------------------------------------------------------------------------------------------
+
+
+class _Float32Out(nn.Cell):
+    """The network in low precision with float32 outputs, so the losses stay float32."""
+
+    def __init__(self, net: nn.Cell) -> None:
+        super().__init__(auto_prefix=False)  # parameter names unchanged
+        self.net = net
+
+    def construct(self, x, masks=None):  # noqa: ANN001, ANN201
+        return tuple(ops.cast(o, ms.float32) for o in self.net(x, masks))
+
+    def extract(self, x):  # noqa: ANN001, ANN201
+        return ops.cast(self.net.extract(x), ms.float32)
+
+
+def _mixed_precision(net: nn.Cell, amp: str) -> tuple[nn.Cell | None, object | None]:
+    """``run.amp`` as MindSpore's amp level O2 (``auto_mixed_precision``'s black-list rule,
+    applied in place so the parameters stay the backend's): every cell computes in fp16/bf16
+    except BatchNorm (float32 statistics); outputs and losses are float32; fp16 adds MindSpore's
+    ``DynamicLossScaler`` (2^16, x2 every 1000 finite steps, /2 on overflow, update skipped).
+    Not exercised by the CPU CI (refused there); ``benchmarks/gpu_check.sh`` runs it."""
+    if amp == "none":
+        return None, None
+    dtype = ms.float16 if amp == "fp16" else ms.bfloat16
+    net.to_float(dtype)
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            cell.to_float(ms.float32)
+    scaler = ms.amp.DynamicLossScaler(2.0**16, 2, 1000) if amp == "fp16" else None
+    return _Float32Out(net), scaler
+
+
+# --------------------------------------------------------------------------------------------
 # the backend
 # --------------------------------------------------------------------------------------------
 
@@ -276,6 +312,7 @@ class MindSporeBackend:
         if device == "CPU":
             _configure_cpu_threads(cfg.run.threads, cfg.data.workers)
         check_precision("mindspore", cfg.run.precision)
+        check_amp("mindspore", cfg.run.amp, device)  # refused on the CPU (registry.AMP)
         if cfg.run.ms_mode not in ("graph", "pynative"):
             raise MvdError(f"run.ms_mode: {cfg.run.ms_mode!r} is not one of graph, pynative")
         self.cfg = cfg
@@ -333,6 +370,7 @@ class MindSporeBackend:
         )
         self.dropout = float(cfg.model.dropout)
         self._drop_draws = 0
+        self._amp_net, self._loss_scaler = _mixed_precision(self.net, cfg.run.amp)
         self._build()
         log.info(
             "MindSpore backend on %s, %s mode, %d parameters (%d trainable)",
@@ -342,17 +380,22 @@ class MindSporeBackend:
     # ---------------------------------------------------------------- compiled functions
     def _build(self) -> None:
         """Create every callable once (never per step)."""
-        net, loss, opt = self.net, self.loss, self.opt
+        net, loss, opt = self._amp_net or self.net, self.loss, self.opt
+        scaler = self._loss_scaler  # None unless run.amp=fp16 (GPU/Ascend)
 
         def forward_loss(x, labels, modality, masks):
             outs = net(x, masks)
             terms = loss(outs, labels, modality)
+            if scaler is not None:
+                return scaler.scale(terms[-1]), terms
             return terms[-1], terms
 
         grad_fn = ms.value_and_grad(forward_loss, None, self.weights, has_aux=True)
 
         def grads_only(x, labels, modality, masks):
             (_, terms), grads = grad_fn(x, labels, modality, masks)
+            if scaler is not None:
+                grads = scaler.unscale(grads)
             return terms, grads
 
         def forward(x, masks):
@@ -376,6 +419,12 @@ class MindSporeBackend:
 
         def train_step(x, labels, modality, masks, hyper):
             terms, grads = grads_c(x, labels, modality, masks)
+            if scaler is not None:  # fp16 (GPU/Ascend only): skip the update on an overflow
+                finite = ms.amp.all_finite(grads)
+                scaler.adjust(finite)
+                if not bool(finite.asnumpy()):
+                    self.step_count -= 1
+                    return terms
             opt_c(ms.mutable(grads), hyper)
             return terms
 
@@ -539,7 +588,7 @@ class MindSporeBackend:
             if items:
                 problems.append(f"{label}: " + ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
         if problems:
-            raise ValueError("MindSporeBackend.load_optimizer_state: " + "; ".join(problems))
+            raise CheckpointError("MindSporeBackend.load_optimizer_state: " + "; ".join(problems))
         if "adam.step" in expected:
             self.step_count = int(np.asarray(state["adam.step"]))
         for prefix, slots in self._opt_slots().items():
@@ -556,6 +605,6 @@ class MindSporeBackend:
     def load_rng_state(self, state: dict[str, np.ndarray]) -> None:
         for k in ("dropout.seed", "dropout.draws"):
             if k not in state:
-                raise ValueError(f"MindSporeBackend.load_rng_state: missing {k}")
+                raise CheckpointError(f"MindSporeBackend.load_rng_state: missing {k}")
         self.seed = int(np.asarray(state["dropout.seed"]))
         self._drop_draws = int(np.asarray(state["dropout.draws"]))

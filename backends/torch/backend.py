@@ -33,7 +33,7 @@ from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import Batch
 from mvd_core.losses_spec import preset_weights
 from mvd_core.model_spec import ParamSpec, check_state, descriptor_dim, init_params, model_spec
-from mvd_core.registry import check_precision
+from mvd_core.registry import check_amp, check_precision
 
 from . import losses
 from .convert import torch_to_canonical
@@ -61,6 +61,35 @@ def _resolve_device(device: str) -> torch.device:
     if dev.type != "cpu":
         raise MvdError(f"--device {device!r}: the torch backend runs on cpu, cuda, cuda:N")
     return dev
+
+
+#: a strided convolution whose input is this narrow (H or W) runs in float32 under CPU bf16
+#: autocast (see :func:`_guard_narrow_bf16_convs`)
+_NARROW_BF16_CONV = 2
+
+
+def _guard_narrow_bf16_convs(net: torch.nn.Module) -> int:
+    """Work around a CPU bf16 convolution defect (torch 2.13 / oneDNN, AVX-512, measured): a
+    strided 3×3 convolution on a map of width (or height) <= 2 -- e.g. layer4's first conv of
+    the tiny recipe at 64×32, input 4×2 -- returns garbage in bf16 (relative error ~1, values
+    up to 1e37, non-deterministic; also 1×1 maps in channels_last). Such a convolution runs in
+    float32 instead (it is a few hundred MACs). Maps >= 3 wide, e.g. every layer of the real
+    288×144 network, are untouched. Returns how many convolutions were wrapped."""
+    wrapped = 0
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.Conv2d) and max(mod.stride) > 1:
+            inner = mod.forward
+
+            def forward(x: torch.Tensor, _inner=inner, _mod=mod) -> torch.Tensor:
+                if min(x.shape[-2:]) > _NARROW_BF16_CONV or not torch.is_autocast_enabled("cpu"):
+                    return _inner(x)
+                with torch.autocast("cpu", enabled=False):
+                    dt = torch.get_autocast_dtype("cpu")
+                    return _inner(x.float()).to(dt)
+
+            mod.forward = forward  # type: ignore[method-assign]
+            wrapped += 1
+    return wrapped
 
 
 class TorchBackend:
@@ -103,7 +132,14 @@ class TorchBackend:
         self._tensors = self._canonical_tensors()
         self._load(params, "initial parameters", strict=True)
         self.net.to(device=self.device, dtype=self._dtype)
+        self._memory_format = (
+            torch.channels_last if cfg.run.channels_last else torch.contiguous_format
+        )
+        if cfg.run.channels_last:
+            self.net.to(memory_format=torch.channels_last)  # 4-d weights NHWC; others unchanged
         self._tensors = self._canonical_tensors()  # re-bind after .to(): moved storages
+        if self._amp_dtype == torch.bfloat16 and self.device.type == "cpu":
+            _guard_narrow_bf16_convs(self.net)
 
         self.trainable = [k for k, s in self.spec.items() if s.trainable]
         self._opt = self._make_optimizer()
@@ -121,15 +157,16 @@ class TorchBackend:
 
     # ------------------------------------------------------------------ set-up helpers
     def _check_amp(self, amp: str) -> torch.dtype | None:
+        """bf16 autocast on CPU and CUDA, fp16 (with a GradScaler) on CUDA only; the table and
+        the reasons are :data:`mvd_core.registry.AMP`. Under autocast the network keeps its
+        channel attention, its test-feature normalisation and every loss (softmax, KL,
+        Sinkhorn, triplet distances) in float32 (``network._full``, ``losses._f``); BatchNorm
+        keeps float32 parameters and running statistics and accumulates in float32."""
+        if amp not in ("none", "bf16", "fp16"):
+            raise MvdError(f"run.amp={amp!r}: expected none, bf16 or fp16")
+        check_amp("torch", amp, self.device.type)
         if amp == "none":
             return None
-        if amp not in ("bf16", "fp16"):
-            raise MvdError(f"run.amp={amp!r}: expected none, bf16 or fp16")
-        if self.device.type != "cuda":
-            raise MvdError(
-                f"run.amp={amp}: mixed precision needs a CUDA device (got {self.device}); "
-                "use run.amp=none on the CPU"
-            )
         return torch.bfloat16 if amp == "bf16" else torch.float16
 
     @staticmethod
@@ -194,7 +231,10 @@ class TorchBackend:
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
-        return x if self._dtype == torch.float32 else x.to(self._dtype)
+        x = x if self._dtype == torch.float32 else x.to(self._dtype)
+        if self._memory_format is torch.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def _batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         labels = np.asarray(batch.labels)
@@ -216,7 +256,7 @@ class TorchBackend:
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self._amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self._amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
         with self._autocast():
