@@ -33,6 +33,7 @@ from mvd_core.resume import (  # noqa: F401 - re-exported: the driver's public A
     resolve_checkpoint,
     run_dir_of,
 )
+from mvd_core.rundir import RunLock, check_tag
 from mvd_core.runlog import RunLog
 from mvd_core.training import Loop, LoopState, fmt, make_checkpoint, summary
 
@@ -64,6 +65,8 @@ def run_dir_for(cfg: Config) -> Path:
 
 
 def _new_run_dir(cfg: Config) -> Path:
+    if cfg.run.tag:
+        check_tag(cfg.run.tag)  # one plain name: never outside run.out, never run.out itself
     run_dir = run_dir_for(cfg)
     if (run_dir / "checkpoints" / "last.safetensors").exists():
         raise MvdError(f"{run_dir}: a run with this tag exists; use --resume {run_dir} or another --ckpt tag")
@@ -150,16 +153,22 @@ def train(
     train_set, val_set = load_data(cfg)  # config and data checked before the folder is made
     backend = build_backend(cfg, train_set.num_classes, ckpt)
     loader = TrainLoader(train_set, cfg.data, cfg.run.seed, cfg.schedule.steps_per_epoch)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    log.info(
-        "run %s: %s backend on %s, %d classes, %d visible + %d thermal images, %d steps/epoch",
-        run_dir, backend.name, cfg.run.device, train_set.num_classes,
-        len(train_set.visible), len(train_set.thermal), loader.steps_per_epoch,
-    )
-    runlog = RunLog(run_dir / "log.jsonl", resume_step=state.global_step if ckpt is not None else None)
-    loop = Loop(backend, cfg, loader, runlog, ck_dir, val_set, on_step)
+    # one process per run folder for the whole train/resume; a fresh folder must be empty
     try:
+        lock = RunLock(run_dir, create=True, resume=ckpt is not None).acquire()
+    except BaseException:
+        loader.close()
+        raise
+    runlog = None
+    try:
+        save_config(cfg, run_dir / "config.yaml")
+        log.info(
+            "run %s: %s backend on %s, %d classes, %d visible + %d thermal images, %d steps/epoch",
+            run_dir, backend.name, cfg.run.device, train_set.num_classes,
+            len(train_set.visible), len(train_set.thermal), loader.steps_per_epoch,
+        )
+        runlog = RunLog(run_dir / "log.jsonl", resume_step=state.global_step if ckpt is not None else None)
+        loop = Loop(backend, cfg, loader, runlog, ck_dir, val_set, on_step)
         loop.run(state, stop)
         if not loop.last_path.exists():  # a resumed run with nothing left to train
             from mvd_core.checkpoint import save_checkpoint
@@ -168,9 +177,17 @@ def train(
         report = None
         if evaluate_at_end and state.epoch == epochs:
             report = final_evaluation(backend, cfg, run_dir, runlog, state)
+    except BaseException:
+        if runlog is not None:
+            runlog.close()
+            runlog = None
+        lock.discard_if_unsaved()  # a fresh run that failed before its first checkpoint
+        raise
     finally:
         loader.close()
-        runlog.close()
+        if runlog is not None:
+            runlog.close()
+        lock.release()
     return TrainResult(
         run_dir=run_dir,
         last_checkpoint=loop.last_path,

@@ -175,23 +175,34 @@ def init_params(spec: dict[str, ParamSpec], seed: int) -> dict[str, np.ndarray]:
 def check_state(
     params: dict[str, np.ndarray], spec: dict[str, ParamSpec], source: str, strict: bool = True
 ) -> None:
-    """Raise ValueError naming every missing, unexpected or mis-shaped entry (``source`` names
-    the file or object being loaded)."""
+    """Raise :class:`~mvd_core.errors.CheckpointError` (a ValueError) naming every missing,
+    unexpected, mis-shaped or non-float32 entry (``source`` names the file or object being
+    loaded): an int32 conv weight, a uint8 variance or a float16 tensor is never cast silently."""
+    from mvd_core.errors import CheckpointError
+
+    def listed(items: list[str]) -> str:
+        return ", ".join(items[:10]) + (" ..." if len(items) > 10 else "")
+
     missing = [k for k in spec if k not in params]
     unexpected = [k for k in params if k not in spec]
     shapes = [
-        f"{k} {tuple(np.shape(params[k]))} != {spec[k].shape}"
+        f"{k}: expected {spec[k].shape}, got {tuple(np.shape(params[k]))}"
         for k in spec
         if k in params and tuple(np.shape(params[k])) != spec[k].shape
     ]
+    dtypes = [
+        f"{k}: expected float32, got {np.asarray(params[k]).dtype}"
+        for k in spec
+        if k in params and np.asarray(params[k]).dtype != np.float32
+    ]
     problems = []
     if shapes:
-        problems.append("mis-shaped: " + ", ".join(shapes[:10]) + (" ..." if len(shapes) > 10 else ""))
+        problems.append("mis-shaped: " + listed(shapes))
+    if dtypes:
+        problems.append("wrong dtype: " + listed(dtypes))
     if strict and missing:
-        problems.append("missing: " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+        problems.append("missing: " + listed(missing))
     if strict and unexpected:
-        problems.append(
-            "unexpected: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else "")
-        )
+        problems.append("unexpected: " + listed(unexpected))
     if problems:
-        raise ValueError(f"{source}: " + "; ".join(problems))
+        raise CheckpointError(f"{source}: " + "; ".join(problems))

@@ -20,6 +20,7 @@ import errno
 import fcntl
 import logging
 import os
+import shutil
 from pathlib import Path
 from types import TracebackType
 
@@ -199,6 +200,26 @@ class RunLock:
                     remove_stale_temps(self.run_dir)
                     self.run_dir.rmdir()
                     log.info("removed the empty run folder %s", self.run_dir)
+
+    def discard_if_unsaved(self, checkpoint: str = "checkpoints/last.safetensors") -> bool:
+        """After a fresh run (not a resume) failed before writing ``checkpoint``: remove what it
+        wrote (the folder was empty when locked, so everything in it is this run's), so a
+        failed ``train`` leaves nothing behind and the same tag can be used again. Returns
+        whether anything was removed."""
+        if self.resume or self._fd is None or (self.run_dir / checkpoint).exists():
+            return False
+        removed = False
+        for name in run_contents(self.run_dir):
+            q = self.run_dir / name
+            with contextlib.suppress(OSError):
+                if q.is_dir() and not q.is_symlink():
+                    shutil.rmtree(q)
+                else:
+                    q.unlink()
+                removed = True
+        if removed:
+            log.info("removed the outputs of the failed run in %s", self.run_dir)
+        return removed
 
     @property
     def held(self) -> bool:
