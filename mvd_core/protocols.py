@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,13 @@ __all__ = [
     "REGDB_TRIALS",
     "REGDB_DIRECTIONS",
     "REPORT_COLUMNS",
+    "SYSU_GALLERY_DRAWS",
+    "SysuPermutations",
+    "sysu_file_index",
+    "find_sysu_permutations",
+    "load_sysu_permutations",
     "sysu_gallery_indices",
+    "sysu_draw_inputs",
     "run_sysu",
     "RegDBTrial",
     "regdb_trial",
@@ -57,6 +64,7 @@ log = logging.getLogger(__name__)
 
 SysuMode = Literal["all", "indoor"]
 SysuShot = Literal["single", "multi"]
+SysuDraw = Literal["agw", "official", "seeded"]
 RegDBDirection = Literal["v2t", "t2v"]
 
 #: SYSU-MM01 query cameras (infrared).
@@ -65,7 +73,9 @@ SYSU_QUERY_CAMS: tuple[int, ...] = (3, 6)
 SYSU_GALLERY_CAMS: Mapping[str, tuple[int, ...]] = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
 #: Images drawn per (identity, camera) per shot setting (multi: up to this many).
 SYSU_SHOTS: Mapping[str, int] = {"single": 1, "multi": 10}
-#: Default SYSU-MM01 trials = seeds of the gallery draw.
+#: SYSU-MM01 gallery draws (see :func:`sysu_gallery_indices`); the first is the default.
+SYSU_GALLERY_DRAWS: tuple[str, ...] = ("agw", "official", "seeded")
+#: Default SYSU-MM01 trials = seeds of the gallery draw (official: rows of its permutations).
 SYSU_TRIALS: tuple[int, ...] = tuple(range(10))
 #: RegDB trials (the split files idx/test_*_{t}.txt).
 REGDB_TRIALS: tuple[int, ...] = tuple(range(1, 11))
@@ -105,37 +115,208 @@ def _rows(name: str, value: object) -> int:
 # SYSU-MM01
 
 
+def sysu_file_index(
+    g_pids: np.ndarray, g_cams: np.ndarray, paths: Iterable[str] | None = None
+) -> np.ndarray:
+    """Each gallery image's 0-based position in its (identity, camera) folder's sorted file list
+    (the order both public draws index). With ``paths``: the rank of the file name among the
+    group's names; without: the order of appearance within the group (:func:`load_sysu_test`
+    lists every folder's files sorted)."""
+    g_pids = _labels("g_pids", g_pids)
+    g_cams = _labels("g_cams", g_cams, g_pids.shape[0])
+    n = g_pids.shape[0]
+    if paths is None:
+        order = np.lexsort((np.arange(n), g_cams, g_pids))
+    else:
+        names = [os.path.basename(str(p)) for p in paths]
+        if len(names) != n:
+            raise MvdError(f"paths: expected {n} gallery file names, got {len(names)}")
+        rank = np.empty(n, np.int64)
+        rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(n)
+        order = np.lexsort((rank, g_cams, g_pids))
+    p, c = g_pids[order], g_cams[order]
+    new_group = np.r_[True, (p[1:] != p[:-1]) | (c[1:] != c[:-1])] if n else np.zeros(0, bool)
+    group_start = np.flatnonzero(new_group)
+    out = np.empty(n, np.int64)
+    out[order] = np.arange(n) - group_start[np.cumsum(new_group) - 1]
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class SysuPermutations:
+    """The official SYSU-MM01 evaluation's fixed draws (``rand_perm_cam.mat``, variable
+    ``rand_perm_cam``: a 6×1 cell, one per camera, of cells indexed by person id − 1, each a
+    trials × n matrix whose rows are 1-based permutations of that person's n images in that
+    camera). ``table[(cam, pid)]``: the 0-based (trials, n) array."""
+
+    source: str
+    table: Mapping[tuple[int, int], np.ndarray]
+
+    def rows(self, cam: int, pid: int, n_images: int, trial: int) -> np.ndarray:
+        """Trial ``trial``'s permutation (0-based file indices) of camera ``cam``, person ``pid``."""
+        perm = self.table.get((cam, pid))
+        if perm is None:
+            raise MvdError(f"{self.source}: no permutation for camera {cam} person {pid} "
+                           f"(the data set has {n_images} images there)")
+        if perm.shape[1] != n_images:
+            raise MvdError(f"{self.source}: camera {cam} person {pid}: a permutation of "
+                           f"{perm.shape[1]} images, the data set has {n_images}")
+        if not 0 <= trial < perm.shape[0]:
+            raise MvdError(f"trial: expected 0..{perm.shape[0] - 1} (the {perm.shape[0]} trials of "
+                           f"{self.source}), got {trial}")
+        return perm[trial]
+
+
+#: where :func:`find_sysu_permutations` looks under the data set root, in order
+SYSU_PERM_LOCATIONS: tuple[str, ...] = ("exp", "evaluation/data_split", "evaluation", "data_split", ".")
+SYSU_PERM_FILE = "rand_perm_cam.mat"
+
+
+def find_sysu_permutations(root: str | os.PathLike[str], eval_dir: str | os.PathLike[str] = "") -> Path:
+    """``<eval_dir>/rand_perm_cam.mat`` if ``eval_dir`` is given, else the first of
+    :data:`SYSU_PERM_LOCATIONS` under the SYSU-MM01 ``root`` that has it."""
+    folders = [Path(eval_dir)] if str(eval_dir) else [Path(root) / d for d in SYSU_PERM_LOCATIONS]
+    for folder in folders:
+        if (folder / SYSU_PERM_FILE).is_file():
+            return folder / SYSU_PERM_FILE
+    where = ", ".join(str(f) for f in folders)
+    raise MvdError(f"{SYSU_PERM_FILE}: not found in {where} (eval.gallery_draw=official needs the "
+                   "SYSU-MM01 evaluation files; set eval.sysu_eval_dir to their folder)")
+
+
+def load_sysu_permutations(path: str | os.PathLike[str]) -> SysuPermutations:
+    """Read ``rand_perm_cam.mat`` (scipy.io.loadmat; the official evaluation's file)."""
+    import scipy.io
+    from scipy.io.matlab import MatReadError
+
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except FileNotFoundError:
+        raise MvdError(f"{path}: file not found (expected the SYSU-MM01 rand_perm_cam.mat)") from None
+    except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as e:
+        raise MvdError(f"{path}: not a readable MAT file ({e})") from None
+    cells = mat.get("rand_perm_cam")
+    if cells is None or cells.dtype != object or cells.size < 6:
+        raise MvdError(f"{path}: expected a variable rand_perm_cam, a 6x1 cell array (one per camera)")
+    cells = cells.reshape(-1)
+    table: dict[tuple[int, int], np.ndarray] = {}
+    for cam in range(1, 7):
+        people = np.asarray(cells[cam - 1])
+        if people.dtype == object and people.size == 1 and np.asarray(people.reshape(-1)[0]).dtype == object:
+            people = np.asarray(people.reshape(-1)[0])  # loadmat wraps a cell in a 1x1 cell
+        if people.dtype != object:
+            raise MvdError(f"{path}: rand_perm_cam{{{cam}}}: expected a cell array over persons")
+        for index, entry in enumerate(people.reshape(-1)):
+            perm = np.asarray(entry)
+            if perm.size == 0:
+                continue
+            if perm.ndim != 2 or not np.all(np.sort(perm, axis=1) == np.arange(1, perm.shape[1] + 1)):
+                raise MvdError(f"{path}: rand_perm_cam{{{cam}}}{{{index + 1}}}: expected trials x n "
+                               f"rows, each a permutation of 1..n, got shape {perm.shape}")
+            table[(cam, index + 1)] = perm.astype(np.int64) - 1
+    return SysuPermutations(str(path), table)
+
+
 def sysu_gallery_indices(
     g_pids: np.ndarray,
     g_cams: np.ndarray,
     mode: SysuMode = "all",
     shot: SysuShot = "single",
     trial: int = 0,
+    draw: SysuDraw = "agw",
+    *,
+    file_index: np.ndarray | None = None,
+    perms: SysuPermutations | None = None,
 ) -> np.ndarray:
-    """Indices (ascending) into the visible test set forming one trial's gallery.
+    """Indices into the visible test set forming one trial's gallery: for every (identity,
+    camera) present among ``mode``'s cameras, one image (``single``) or up to 10 (``multi``).
 
-    For every (identity, camera) present among ``mode``'s cameras, one image (``single``) or up
-    to 10 (``multi``) are drawn uniformly without replacement, seeded by
-    ``np.random.default_rng(trial)``. A random key is drawn for every image of the set whatever
-    the mode, so an indoor draw is the all-search draw of the same trial restricted to cameras
-    1 and 2. The same inputs and trial always give the same indices.
+    ``draw`` (``eval.gallery_draw``; the three give different per-trial galleries, SPEC §5):
+
+    * ``agw`` — AGW's ``process_gallery_sysu`` (``data_manager.py``; the MVD test scripts use
+      the same): ``random.seed(trial)``, then for each id in ascending order and each of the
+      mode's cameras in order (1, 2, 4, 5 | 1, 2), ``random.choice`` over that folder's sorted
+      files. Multi-shot: AGW draws ``np.random.choice(files, 10, replace=False)`` from NumPy's
+      global, unseeded stream; here ``np.random.RandomState(trial)`` in the same order (all
+      files when a folder has fewer than 10). Id-major order.
+    * ``official`` — the data set's evaluation (``rand_perm_cam.mat``, ``perms``): camera by
+      camera, person by person, the first 1 (10) entries of the trial's fixed permutation.
+      Camera-major order. ``trial`` is the permutation row (0..9).
+    * ``seeded`` — the toolkit's own: uniform without replacement, ``np.random.default_rng(trial)``
+      keys drawn for every image whatever the mode, so an indoor draw is the all-search draw
+      restricted to cameras 1 and 2. Ascending indices.
+
+    ``file_index``: each image's position in its folder's sorted file list
+    (:func:`sysu_file_index`; default: the order of appearance within each group). The same
+    inputs and trial always give the same indices.
     """
     g_pids = _labels("g_pids", g_pids)
     g_cams = _labels("g_cams", g_cams, g_pids.shape[0])
     cams = SYSU_GALLERY_CAMS[_choice("mode", mode, SYSU_GALLERY_CAMS)]
     per_group = SYSU_SHOTS[_choice("shot", shot, SYSU_SHOTS)]
+    draw = _choice("draw", draw, SYSU_GALLERY_DRAWS)  # type: ignore[assignment]
     if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or trial < 0:
         raise MvdError(f"trial: expected a non-negative integer seed, got {trial!r}")
-    keys = np.random.default_rng(int(trial)).random(g_pids.shape[0])
     cand = np.flatnonzero(np.isin(g_cams, cams))
     if cand.shape[0] == 0:
         raise MvdError(f"g_cams: expected images from cameras {cams} ({mode} search), found none")
-    cand = cand[np.lexsort((keys[cand], g_cams[cand], g_pids[cand]))]  # by (pid, cam), shuffled
+    if draw == "seeded":
+        keys = np.random.default_rng(int(trial)).random(g_pids.shape[0])
+        cand = cand[np.lexsort((keys[cand], g_cams[cand], g_pids[cand]))]  # by (pid, cam), shuffled
+        p, c = g_pids[cand], g_cams[cand]
+        new_group = np.r_[True, (p[1:] != p[:-1]) | (c[1:] != c[:-1])]
+        group_start = np.flatnonzero(new_group)
+        within = np.arange(cand.shape[0]) - group_start[np.cumsum(new_group) - 1]
+        return np.sort(cand[within < per_group])
+    fidx = sysu_file_index(g_pids, g_cams) if file_index is None else _labels(
+        "file_index", file_index, g_pids.shape[0])
+    cand = cand[np.lexsort((fidx[cand], g_cams[cand], g_pids[cand]))]  # groups in file order
     p, c = g_pids[cand], g_cams[cand]
-    new_group = np.r_[True, (p[1:] != p[:-1]) | (c[1:] != c[:-1])]
-    group_start = np.flatnonzero(new_group)
-    within = np.arange(cand.shape[0]) - group_start[np.cumsum(new_group) - 1]
-    return np.sort(cand[within < per_group])
+    starts = np.flatnonzero(np.r_[True, (p[1:] != p[:-1]) | (c[1:] != c[:-1])])
+    members = {(int(p[s]), int(c[s])): cand[s:e] for s, e in zip(starts, np.r_[starts[1:], cand.shape[0]])}
+    for key, idx in members.items():
+        if not np.array_equal(fidx[idx], np.arange(idx.shape[0])):
+            raise MvdError(f"file_index: camera {key[1]} person {key[0]}: expected positions "
+                           f"0..{idx.shape[0] - 1} in the folder's sorted file list")
+    ids = sorted({k[0] for k in members})
+    out: list[np.ndarray] = []
+    if draw == "agw":
+        py_rng = random.Random(int(trial))  # == random.seed(trial)
+        np_rng = np.random.RandomState(int(trial))
+        for pid in ids:
+            for cam in cams:
+                files = members.get((pid, cam))
+                if files is None:
+                    continue
+                if per_group == 1:
+                    out.append(files[[py_rng.choice(range(files.shape[0]))]])
+                else:
+                    k = min(per_group, files.shape[0])
+                    out.append(files[np_rng.choice(files.shape[0], k, replace=False)])
+        return np.concatenate(out)
+    if perms is None:
+        raise MvdError("perms: gallery_draw=official needs the SYSU-MM01 rand_perm_cam.mat "
+                       "(load_sysu_permutations)")
+    for cam in cams:
+        for pid in ids:
+            files = members.get((pid, cam))
+            if files is not None:
+                out.append(files[perms.rows(cam, pid, files.shape[0], int(trial))[:per_group]])
+    return np.concatenate(out)
+
+
+def sysu_draw_inputs(testset: TestSet, cfg: EvalConfig) -> dict[str, Any]:
+    """The keyword arguments :func:`run_sysu` needs for ``cfg.gallery_draw`` on a SYSU-MM01
+    test set: the gallery's file indices (from its paths) and, for ``official``, the data set's
+    ``rand_perm_cam.mat`` (``cfg.sysu_eval_dir``, else found under the data set root)."""
+    g = testset.gallery
+    out: dict[str, Any] = {"gallery_draw": cfg.gallery_draw}
+    if g.paths is not None:
+        out["g_file_index"] = sysu_file_index(g.pids, g.cams, g.paths)
+    if cfg.gallery_draw == "official":
+        root = Path(g.paths[0]).parents[2] if g.paths else Path(".")
+        out["perms"] = load_sysu_permutations(find_sysu_permutations(root, cfg.sysu_eval_dir))
+    return out
 
 
 def run_sysu(
@@ -150,6 +331,9 @@ def run_sysu(
     trials: Iterable[int] = SYSU_TRIALS,
     metric: DistanceMetric = "euclidean",
     *,
+    gallery_draw: SysuDraw = "agw",
+    g_file_index: np.ndarray | None = None,
+    perms: SysuPermutations | None = None,
     max_rank: int = 20,
     chunk: int | None = None,
 ) -> Report:
@@ -160,7 +344,10 @@ def run_sysu(
         g_feats, g_pids, g_cams: the whole visible test set (cameras 1, 2, 4, 5), features once.
         mode: ``"all"`` (gallery cameras 1, 2, 4, 5) or ``"indoor"`` (1, 2).
         shot: ``"single"`` (1 image per identity and camera) or ``"multi"`` (up to 10).
-        trials: seeds of the gallery draws (default 0..9).
+        trials: seeds of the gallery draws (default 0..9; official: permutation rows).
+        gallery_draw: ``agw`` | ``official`` | ``seeded``, see :func:`sysu_gallery_indices`
+            (with ``g_file_index`` and, for ``official``, ``perms``; :func:`sysu_draw_inputs`
+            builds both from a test set).
         metric: distance metric, see :func:`~mvd_core.metrics.distance`.
 
     The query x candidate-gallery distance matrix is computed once; each trial selects its
@@ -173,6 +360,7 @@ def run_sysu(
     g_pids, g_cams = _labels("g_pids", g_pids, n_g), _labels("g_cams", g_cams, n_g)
     mode = _choice("mode", mode, SYSU_GALLERY_CAMS)  # type: ignore[assignment]
     shot = _choice("shot", shot, SYSU_SHOTS)  # type: ignore[assignment]
+    gallery_draw = _choice("gallery_draw", gallery_draw, SYSU_GALLERY_DRAWS)  # type: ignore[assignment]
     for name, cams, allowed in (
         ("q_cams", q_cams, SYSU_QUERY_CAMS),
         ("g_cams", g_cams, SYSU_GALLERY_CAMS["all"]),
@@ -190,7 +378,8 @@ def run_sysu(
     dist = distance(q_feats, np.asarray(g_feats)[cand], metric)
     rows: list[tuple[int, EvalResult]] = []
     for trial in trials:
-        idx = sysu_gallery_indices(g_pids, g_cams, mode, shot, trial)
+        idx = sysu_gallery_indices(g_pids, g_cams, mode, shot, trial, gallery_draw,
+                                   file_index=g_file_index, perms=perms)
         cols = np.searchsorted(cand, idx)
         result = evaluate_distances(
             dist[:, cols],
@@ -218,6 +407,7 @@ def run_sysu(
             "dataset": "sysu",
             "mode": mode,
             "shot": shot,
+            "gallery_draw": gallery_draw,
             "metric": metric,
             "num_query": n_q,
             "max_rank": max_rank,

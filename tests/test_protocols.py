@@ -42,25 +42,30 @@ def groups(pids, cams, idx):
 
 
 # --------------------------------------------------------------------------------------------
-# gallery draws
+# gallery draws (the seeded draw here; agw and official: tests/test_gallery_draw.py)
 
 
+@pytest.mark.parametrize("draw", ["seeded", "agw"])
 @pytest.mark.parametrize("mode", ["all", "indoor"])
 @pytest.mark.parametrize("shot", ["single", "multi"])
-def test_draws_are_deterministic_and_differ_across_seeds(mode, shot):
+def test_draws_are_deterministic_and_differ_across_seeds(mode, shot, draw):
     pids, cams = visible_set()
-    draws = [sysu_gallery_indices(pids, cams, mode, shot, t) for t in range(10)]
+    draws = [sysu_gallery_indices(pids, cams, mode, shot, t, draw) for t in range(10)]
     for t in range(10):
-        np.testing.assert_array_equal(draws[t], sysu_gallery_indices(pids, cams, mode, shot, t))
+        np.testing.assert_array_equal(draws[t], sysu_gallery_indices(pids, cams, mode, shot, t, draw))
     assert len({d.tobytes() for d in draws}) == 10
 
 
+@pytest.mark.parametrize("draw", ["seeded", "agw"])
 @pytest.mark.parametrize("mode", ["all", "indoor"])
 @pytest.mark.parametrize("trial", [0, 7])
-def test_single_shot_one_image_per_identity_and_camera(mode, trial):
+def test_single_shot_one_image_per_identity_and_camera(mode, trial, draw):
     pids, cams = visible_set(1)
-    idx = sysu_gallery_indices(pids, cams, mode, "single", trial)
-    assert np.all(np.diff(idx) > 0)  # ascending, unique: gallery order is kept
+    idx = sysu_gallery_indices(pids, cams, mode, "single", trial, draw)
+    if draw == "seeded":
+        assert np.all(np.diff(idx) > 0)  # ascending, unique: gallery order is kept
+    else:  # id-major, cameras in order
+        assert np.all(np.diff(pids[idx] * 10 + cams[idx]) > 0)
     allowed = {"all": {1, 2, 4, 5}, "indoor": {1, 2}}[mode]
     present = {k for k in groups(pids, cams, np.arange(len(pids))) if k[1] in allowed}
     drawn = groups(pids, cams, idx)
@@ -69,10 +74,12 @@ def test_single_shot_one_image_per_identity_and_camera(mode, trial):
     assert set(cams[idx]) <= allowed
 
 
+@pytest.mark.parametrize("draw", ["seeded", "agw"])
 @pytest.mark.parametrize("mode", ["all", "indoor"])
-def test_multi_shot_up_to_ten_per_identity_and_camera(mode):
+def test_multi_shot_up_to_ten_per_identity_and_camera(mode, draw):
     pids, cams = visible_set(2)
-    idx = sysu_gallery_indices(pids, cams, mode, "multi", 3)
+    idx = sysu_gallery_indices(pids, cams, mode, "multi", 3, draw)
+    assert len(set(idx.tolist())) == idx.shape[0]
     available = groups(pids, cams, np.arange(len(pids)))
     drawn = groups(pids, cams, idx)
     assert max(available.values()) > 10  # the test set needs groups larger than 10
@@ -85,8 +92,8 @@ def test_multi_shot_up_to_ten_per_identity_and_camera(mode):
 def test_indoor_draw_is_all_search_draw_restricted():
     pids, cams = visible_set(3)
     for t in range(3):
-        every = sysu_gallery_indices(pids, cams, "all", "single", t)
-        indoor = sysu_gallery_indices(pids, cams, "indoor", "single", t)
+        every = sysu_gallery_indices(pids, cams, "all", "single", t, "seeded")
+        indoor = sysu_gallery_indices(pids, cams, "indoor", "single", t, "seeded")
         np.testing.assert_array_equal(indoor, every[np.isin(cams[every], [1, 2])])
 
 
@@ -97,6 +104,8 @@ def test_indoor_draw_is_all_search_draw_restricted():
         ({"shot": "few"}, r"shot: expected one of \('single', 'multi'\)"),
         ({"trial": -1}, "trial: expected a non-negative integer"),
         ({"trial": 1.5}, "trial: expected a non-negative integer"),
+        ({"draw": "random"}, r"draw: expected one of \('agw', 'official', 'seeded'\)"),
+        ({"draw": "official"}, "perms: gallery_draw=official needs"),
     ],
 )
 def test_draw_bad_input(kwargs, pattern):
@@ -122,15 +131,17 @@ def sysu_features(seed: int = 0, dim: int = 16):
     return q_feats, q_pids, q_cams, g_feats, g_pids, g_cams
 
 
-@pytest.mark.parametrize(("mode", "shot"), [("all", "single"), ("indoor", "multi")])
-def test_run_sysu_equals_a_loop_of_evaluate(mode, shot):
+@pytest.mark.parametrize(("mode", "shot", "draw"), [("all", "single", "agw"), ("indoor", "multi", "seeded")])
+def test_run_sysu_equals_a_loop_of_evaluate(mode, shot, draw):
     qf, qp, qc, gf, gp, gc = sysu_features()
     report = run_sysu(
-        qf, qp, qc, gf, gp, gc, mode=mode, shot=shot, trials=range(4), metric="cosine"
+        qf, qp, qc, gf, gp, gc, mode=mode, shot=shot, trials=range(4), metric="cosine",
+        gallery_draw=draw,
     )
     assert [label for label, _ in report.rows] == [0, 1, 2, 3]
+    assert report.settings["gallery_draw"] == draw
     for trial, result in report.rows:
-        idx = sysu_gallery_indices(gp, gc, mode, shot, trial)
+        idx = sysu_gallery_indices(gp, gc, mode, shot, trial, draw)
         ref = evaluate(distance(qf, gf[idx], "cosine"), qp, gp[idx], qc, gc[idx], protocol="sysu")
         np.testing.assert_allclose(result.cmc, ref.cmc, atol=1e-12)
         assert (result.mAP, result.mINP, result.num_valid) == pytest.approx(
