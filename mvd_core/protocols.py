@@ -650,6 +650,7 @@ def evaluate(
         return run_sysu(
             q_feats, q.pids, q.cams, g_feats, g.pids, g.cams,
             mode=cfg.sysu_mode, shot=cfg.shot, trials=range(n), metric=cfg.metric,  # type: ignore[arg-type]
+            **sysu_draw_inputs(testset, cfg),  # cfg.gallery_draw (agw | official | seeded)
         )
     direction = testset.direction
     if direction == "v2t":

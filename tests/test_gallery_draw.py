@@ -235,3 +235,18 @@ def test_official_file_lookup_and_errors(tree, perm_file, tmp_path):
     scipy.io.savemat(str(tmp_path / "other.mat"), {"x": np.zeros(3)})
     with pytest.raises(MvdError, match="expected a variable rand_perm_cam"):
         load_sysu_permutations(tmp_path / "other.mat")
+
+
+@pytest.mark.parametrize("draw", ["agw", "official", "seeded"])
+def test_evaluate_honours_eval_gallery_draw(tree, perm_file, draw):
+    from mvd_core.protocols import evaluate as evaluate_testset
+
+    ts = load_sysu_test(tree)
+    q, g = ts.query, ts.gallery
+    rng = np.random.default_rng(3)
+    qf, gf = rng.normal(size=(len(q), 4)), rng.normal(size=(len(g), 4))
+    cfg = EvalConfig(gallery_draw=draw, trials=4)
+    rep = evaluate_testset(ts, qf, gf, cfg)
+    ref = run_sysu(qf, q.pids, q.cams, gf, g.pids, g.cams, trials=range(4), **sysu_draw_inputs(ts, cfg))
+    assert rep.settings["gallery_draw"] == draw
+    assert [r.mAP for _, r in rep.rows] == [r.mAP for _, r in ref.rows]
