@@ -62,6 +62,8 @@ def evaluate(
     img_w: Annotated[Optional[int], typer.Option("--img-w", help="Test image width (default: the run's).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the reports (default: the run's folder).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write all reports as one JSON file here.")] = None,
+    flip: Annotated[bool, typer.Option("--flip", help="Test feature = mean of the image's and its mirror's, then normalised.")] = False,
+    rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking (Zhong et al. 2017: k1=20, k2=6, lambda=0.3).")] = False,
 ) -> None:
     """Evaluate a checkpoint on every protocol of its data set: one report per protocol."""
     from mvd_core.config import atomic_write_text, load_config
@@ -99,6 +101,8 @@ def evaluate(
         sysu_modes=(sysu_mode.value,) if sysu_mode is not None else None,
         shots=("single", "multi") if multi_shot else ("single",),
         regdb_modes=regdb_modes,
+        flip=flip,
+        rerank=rerank,
     )
     paths = evaluation.write(out)
     for report in evaluation.reports.values():

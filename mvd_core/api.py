@@ -250,17 +250,18 @@ class Model:
         imageset = as_imageset(images, modality)
         return extract(self.features(flip), imageset, modality, self._cfg(batch_size))
 
-    def evaluate(self, testset: Any = None, *, flip: bool = False, trials: int | None = None,
-                 overrides: Sequence[str] = ()) -> Any:
-        """The run's test protocol (or ``testset``'s) → a :class:`~mvd_core.protocols.Report`.
-        ``overrides`` (``section.key=value``, e.g. ``data.root=...``) apply to this call only."""
+    def evaluate(self, testset: Any = None, *, flip: bool = False, rerank: bool = False,
+                 trials: int | None = None, overrides: Sequence[str] = ()) -> Any:
+        """The run's test protocol (or ``testset``'s) → a :class:`~mvd_core.protocols.Report`;
+        ``rerank``: k-reciprocal re-ranking. ``overrides`` (``section.key=value``, e.g.
+        ``data.root=...``) apply to this call only."""
         from mvd_core.data.datasets import load_test
         from mvd_core.features import evaluate_backend
 
         cfg = apply_overrides(self.cfg, list(overrides)) if overrides else self.cfg
         if testset is None:
             testset = load_test(cfg.data, cfg.eval.regdb_mode)
-        return evaluate_backend(self.features(flip), testset, cfg, trials=trials)
+        return evaluate_backend(self.features(flip), testset, cfg, trials=trials, rerank=rerank)
 
     def rank(self, query: Images, gallery: Images, *, top: int = 10,
              query_modality: str = "thermal", gallery_modality: str = "visible",

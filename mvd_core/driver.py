@@ -213,11 +213,15 @@ def final_evaluation(backend: Backend, cfg: Config, run_dir: Path, runlog: RunLo
 
 
 def write_report(report: Report, folder: Path, stem: str) -> Path:
-    """``<folder>/<stem>.json`` and ``.txt`` (atomically); returns the JSON path."""
+    """``<folder>/<stem>.json`` and ``.txt`` (atomically), and the per-query data in
+    ``<stem>.npz`` (:mod:`mvd_core.evaldata`); returns the JSON path."""
+    from mvd_core.evaldata import write_eval_npz
+
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}.json"
     report.write_json(path)
     atomic_write_text(folder / f"{stem}.txt", report.to_table() + "\n")
+    write_eval_npz(report, folder / f"{stem}.npz")
     return path
 
 
@@ -249,6 +253,8 @@ def evaluate_checkpoint(
     sysu_modes: Iterable[str] | None = None,
     shots: Iterable[str] = ("single",),
     regdb_modes: Iterable[str] = ("v2t", "t2v"),
+    flip: bool = False,
+    rerank: bool = False,
 ) -> Evaluation:
     """Load a checkpoint (run folder or file) and run every requested protocol of its data set.
 
@@ -257,6 +263,8 @@ def evaluate_checkpoint(
     backend/device/mode given here (a checkpoint is framework-free: a torch-trained run
     evaluates on MindSpore and vice versa). SYSU-MM01: ``sysu_modes`` (default all and indoor)
     × ``shots``; RegDB: the run's trial (or ``data.trial`` overridden), ``regdb_modes``.
+    ``flip``: test features = the mean raw feature of each image and its mirror, then the
+    normalisation (:mod:`mvd_core.testtime`); ``rerank``: k-reciprocal re-ranking.
     """
     from mvd_core.data.datasets import load_test
     from mvd_core.devices import normalize_device
@@ -283,12 +291,23 @@ def evaluate_checkpoint(
         run = dataclasses.replace(run, ms_mode=ms_mode)
     dev = normalize_device(run.backend, device if device is not None else run.device)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(run, device=dev))
-    model = create_backend(cfg, _num_classes(ckpt.params, ck_path))
-    model.load_state(ckpt.params, strict=True)
+    if flip:
+        from mvd_core.testtime import TestTimeFeatures, raw_feature_config
+
+        raw = create_backend(raw_feature_config(cfg), _num_classes(ckpt.params, ck_path))
+        raw.load_state(ckpt.params, strict=True)
+        model: Any = TestTimeFeatures(raw, cfg.model.feat_norm, flip=True)
+    else:
+        model = create_backend(cfg, _num_classes(ckpt.params, ck_path))
+        model.load_state(ckpt.params, strict=True)
     test_set = load_test(cfg.data, cfg.eval.regdb_mode)
     modes = tuple(sysu_modes) if sysu_modes is not None else ("all", "indoor")
     reports = evaluate_backend_all(model, test_set, cfg, sysu_modes=modes, shots=tuple(shots),
-                                   regdb_modes=tuple(regdb_modes))
+                                   regdb_modes=tuple(regdb_modes), rerank=rerank)
+    if flip or rerank:  # its own report files and names, next to the plain ones
+        tags = [t for t, on in (("flip", flip), ("rerank", rerank)) if on]
+        reports = {f"{k}-{'-'.join(tags)}": dataclasses.replace(r, name=f"{r.name} ({', '.join(tags)})")
+                   for k, r in reports.items()}
     for key, rep in reports.items():
         log.info("%s: %s", key, fmt(summary(rep)))
     run_dir = run_dir_of(ck_path)

@@ -34,8 +34,8 @@ def extract(backend: Backend, imageset: ImageSet, modality: str, cfg: Config) ->
     h, w = cfg.data.height, cfg.data.width
     feats: list[np.ndarray] = []
     for start in range(0, n, chunk):
-        raw = load_images(imageset, np.arange(start, min(n, start + chunk)), h, w)
-        feats.append(backend.extract_features(test_images(raw, h, w), modality))
+        raw = load_images(imageset, np.arange(start, min(n, start + chunk)), h, w, cfg.data.resize)
+        feats.append(backend.extract_features(test_images(raw, h, w, cfg.data.resize), modality))
     return np.concatenate(feats, axis=0)
 
 
@@ -48,12 +48,14 @@ def testset_features(backend: Backend, testset: TestSet, cfg: Config) -> tuple[n
     return qf, gf
 
 
-def evaluate_backend(backend: Backend, testset: TestSet, cfg: Config, trials: int | None = None) -> Report:
-    """The test set's own protocol under ``cfg.eval`` (``trials`` overrides ``eval.trials``)."""
+def evaluate_backend(backend: Backend, testset: TestSet, cfg: Config, trials: int | None = None,
+                     rerank: bool = False) -> Report:
+    """The test set's own protocol under ``cfg.eval`` (``trials`` overrides ``eval.trials``;
+    ``rerank``: k-reciprocal re-ranking)."""
     from mvd_core.protocols import evaluate
 
     qf, gf = testset_features(backend, testset, cfg)
-    return evaluate(testset, qf, gf, cfg.eval, trials=trials)
+    return evaluate(testset, qf, gf, cfg.eval, trials=trials, rerank=rerank)
 
 
 def evaluate_backend_all(
@@ -64,13 +66,15 @@ def evaluate_backend_all(
     sysu_modes: Iterable[str] = ("all", "indoor"),
     shots: Iterable[str] = ("single",),
     regdb_modes: Iterable[str] = ("v2t", "t2v"),
+    rerank: bool = False,
 ) -> dict[str, Report]:
     """Every requested protocol of the test set from one feature extraction (see
     :func:`mvd_core.protocols.evaluate_all`), keyed by report name."""
     from mvd_core.protocols import evaluate_all
 
     qf, gf = testset_features(backend, testset, cfg)
-    reports = evaluate_all(testset, qf, gf, cfg.eval, sysu_modes=tuple(sysu_modes), shots=tuple(shots))
+    reports = evaluate_all(testset, qf, gf, cfg.eval, sysu_modes=tuple(sysu_modes), shots=tuple(shots),
+                           rerank=rerank)
     if testset.protocol == "regdb":
         keep = tuple(regdb_modes)
         reports = {k: r for k, r in reports.items() if k.split("-")[1] in keep}

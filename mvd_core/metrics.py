@@ -24,15 +24,16 @@ Peak extra memory is a few copies of one block of ``chunk`` rows.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
 
 from mvd_core.errors import MvdError
 
-__all__ = ["PROTOCOLS", "DISTANCE_METRICS", "EvalResult", "evaluate", "distance"]
+__all__ = ["PROTOCOLS", "DISTANCE_METRICS", "EvalResult", "PerQuery", "evaluate", "distance"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,48 @@ _SYSU_EXCLUDED_GALLERY_CAM = 2
 
 
 @dataclass(frozen=True, eq=False)
+class PerQuery:
+    """What :func:`evaluate` knows about every valid query, so any plot can be made later.
+
+    Attributes (V = number of valid queries, in ascending query order):
+        query: (V,) row of each valid query in the distance matrix.
+        ap, inp: (V,) average precision and inverse negative penalty (fractions).
+        first_rank: (V,) 1-based rank of the first true match, as the CMC counts it (SYSU-MM01:
+            in the list with repeated identities removed).
+        match_ranks: 1-based rank of every true match in the (filtered) list, query after query;
+            those of ``query[v]`` are ``match_ranks[offsets[v]:offsets[v + 1]]``.
+        offsets: (V + 1,) start of each query's matches in ``match_ranks``.
+        top: (V, K) gallery columns of the K nearest items, closest first (stable order; the
+            SYSU-MM01 camera-2 exclusion applied), K = min(:data:`TOP_K`, gallery size).
+    """
+
+    query: np.ndarray
+    ap: np.ndarray
+    inp: np.ndarray
+    first_rank: np.ndarray
+    match_ranks: np.ndarray
+    offsets: np.ndarray
+    top: np.ndarray
+    num_gallery: int = 0
+
+    def cmc(self) -> np.ndarray:
+        """The full CMC curve, ranks 1..``num_gallery`` (fractions of the valid queries)."""
+        n = max(1, self.num_gallery, int(self.first_rank.max(initial=0)))
+        hist = np.bincount(self.first_rank - 1, minlength=n)
+        return np.cumsum(hist[:n]) / max(1, self.first_rank.shape[0])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every field as an array (``cmc``: the full curve)."""
+        out = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
+        out["cmc"] = self.cmc()
+        return out
+
+
+#: gallery items kept per query in :attr:`PerQuery.top`
+TOP_K = 10
+
+
+@dataclass(frozen=True, eq=False)
 class EvalResult:
     """Metrics of one evaluation, averaged over the valid queries.
 
@@ -66,6 +109,8 @@ class EvalResult:
     mAP: float
     mINP: float
     num_valid: int
+    #: per-query details (see :class:`PerQuery`); None when built by hand
+    per_query: PerQuery | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         cmc = np.array(self.cmc, dtype=np.float64)
@@ -210,14 +255,40 @@ class _Accumulator:
         self.ap_sum = 0.0
         self.inp_sum = 0.0
         self.num_valid = 0
+        self.parts: list[tuple[np.ndarray, ...]] = []  # per-query details, block by block
 
-    def add(self, first_rank: np.ndarray, ap: np.ndarray, inp: np.ndarray) -> None:
+    def add(self, first_rank: np.ndarray, ap: np.ndarray, inp: np.ndarray,
+            detail: tuple[np.ndarray, ...] | None = None) -> None:
         self.first_rank_hist += np.bincount(
             np.minimum(first_rank, self.max_rank + 1) - 1, minlength=self.max_rank + 1
         )
         self.ap_sum += float(ap.sum())
         self.inp_sum += float(inp.sum())
         self.num_valid += int(first_rank.shape[0])
+        if detail is not None:  # (query rows, match ranks, matches per query, top columns)
+            self.parts.append((detail[0], ap, inp, first_rank, *detail[1:]))
+
+    def per_query(self) -> PerQuery:
+        if not self.parts:
+            e = np.zeros(0, np.int64)
+            return PerQuery(e, e.astype(float), e.astype(float), e, e, np.zeros(1, np.int64), e.reshape(0, 0))
+        query, ap, inp, first, ranks, counts, top = (list(x) for x in zip(*self.parts))
+        k = min(t.shape[1] for t in top)
+        q = np.concatenate(query)
+        order = np.argsort(q, kind="stable")
+        counts_all = np.concatenate(counts)
+        starts = np.concatenate([[0], np.cumsum(counts_all)])
+        flat = np.concatenate(ranks)
+        match_ranks = np.concatenate([flat[starts[i]:starts[i + 1]] for i in order]) if len(order) else flat
+        return PerQuery(
+            query=q[order],
+            ap=np.concatenate(ap)[order],
+            inp=np.concatenate(inp)[order],
+            first_rank=np.concatenate(first)[order].astype(np.int64),
+            match_ranks=match_ranks.astype(np.int64),
+            offsets=np.concatenate([[0], np.cumsum(counts_all[order])]).astype(np.int64),
+            top=np.concatenate([t[:, :k] for t in top])[order].astype(np.int64),
+        )
 
 
 def _count_less(sorted_rows: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -257,6 +328,8 @@ def _eval_block(
     remove_same_cam: bool,
     dedup: bool,
     acc: _Accumulator,
+    q_index: np.ndarray | None = None,
+    col_map: np.ndarray | None = None,
 ) -> None:
     """Evaluate one block of query rows against `gal` (no Python loop over queries)."""
     n_rows, n_cols = d.shape
@@ -312,7 +385,28 @@ def _eval_block(
 
     if dedup:
         first_rank = _dedup_first_rank(d, valid, cols[first], first_rank, u[valid], gal)
-    acc.add(first_rank, ap, inp)
+    detail = None
+    if q_index is not None:  # per-query details: rank of every match, the top-K columns
+        top = _top_columns(d[valid], TOP_K)
+        detail = (q_index[valid], rank, n_good[valid], top if col_map is None else col_map[top])
+    acc.add(first_rank, ap, inp, detail)
+
+
+def _top_columns(block: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` smallest columns of each row, closest first (ties: lower column first)."""
+    n = block.shape[1]
+    k = min(k, n)
+    if k == n:
+        return np.argsort(block, axis=1, kind="stable")
+    part = np.argpartition(block, k, axis=1)[:, : k + 1]  # the k+1 smallest, unordered
+    vals = np.take_along_axis(block, part, axis=1)
+    order = np.lexsort((part, vals), axis=1)
+    part = np.take_along_axis(part, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    tie = np.flatnonzero(vals[:, k - 1] == vals[:, k])  # the cut splits a tie: exact order
+    if tie.shape[0]:
+        part[tie] = np.argsort(block[tie], axis=1, kind="stable")[:, : k + 1]
+    return part[:, :k]
 
 
 def _dedup_first_rank(
@@ -418,6 +512,8 @@ def evaluate(
                 remove_same_cam=protocol == "market",
                 dedup=protocol == "sysu",
                 acc=acc,
+                q_index=np.arange(start, stop) if rows is None else idx,
+                col_map=cols,
             )
 
     if acc.num_valid == 0:
@@ -439,4 +535,5 @@ def evaluate(
         mAP=acc.ap_sum / acc.num_valid,
         mINP=acc.inp_sum / acc.num_valid,
         num_valid=acc.num_valid,
+        per_query=dataclasses.replace(acc.per_query(), num_gallery=n_g),
     )

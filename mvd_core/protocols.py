@@ -111,6 +111,13 @@ def _rows(name: str, value: object) -> int:
     return int(shape[0])
 
 
+def _rerank(q_feats: np.ndarray, g_feats: np.ndarray) -> np.ndarray:
+    """k-reciprocal re-ranked distances (defaults k1=20, k2=6, lambda=0.3; mvd_core.rerank)."""
+    from mvd_core.rerank import k_reciprocal_rerank
+
+    return k_reciprocal_rerank(q_feats, g_feats)
+
+
 # --------------------------------------------------------------------------------------------
 # SYSU-MM01
 
@@ -336,6 +343,7 @@ def run_sysu(
     perms: SysuPermutations | None = None,
     max_rank: int = 20,
     chunk: int | None = None,
+    rerank: bool = False,
 ) -> Report:
     """SYSU-MM01 evaluation over gallery-draw trials (SPEC §5).
 
@@ -382,7 +390,7 @@ def run_sysu(
                                    file_index=g_file_index, perms=perms)
         cols = np.searchsorted(cand, idx)
         result = evaluate_distances(
-            dist[:, cols],
+            _rerank(q_feats, np.asarray(g_feats)[idx]) if rerank else dist[:, cols],
             q_pids,
             g_pids[idx],
             q_cams,
@@ -391,6 +399,10 @@ def run_sysu(
             max_rank=max_rank,
             chunk=chunk,
         )
+        if result.per_query is not None:  # top-K columns of this draw → rows of the whole set
+            pq = result.per_query
+            result = EvalResult(result.cmc, result.mAP, result.mINP, result.num_valid,
+                                per_query=type(pq)(**{**vars(pq), "top": idx[pq.top]}))
         log.info(
             "SYSU-MM01 %s/%s trial %s: R1 %.2f mAP %.2f",
             mode,
@@ -411,6 +423,7 @@ def run_sysu(
             "metric": metric,
             "num_query": n_q,
             "max_rank": max_rank,
+            **({"rerank": "k-reciprocal"} if rerank else {}),
         },
     )
 
@@ -438,6 +451,7 @@ def regdb_trial(
     metric: DistanceMetric = "euclidean",
     max_rank: int = 20,
     chunk: int | None = None,
+    rerank: bool = False,
 ) -> EvalResult:
     """One RegDB trial: ``"v2t"`` = visible queries against the thermal gallery, ``"t2v"`` the
     reverse; nothing excluded (``protocol="regdb"``)."""
@@ -451,7 +465,8 @@ def regdb_trial(
     else:
         q, qp, qc, g, gp, gc = thermal_feats, t_pids, t_cams, visible_feats, v_pids, v_cams
     return evaluate_distances(
-        distance(q, g, metric), qp, gp, qc, gc, protocol="regdb", max_rank=max_rank, chunk=chunk
+        _rerank(q, g) if rerank else distance(q, g, metric), qp, gp, qc, gc,
+        protocol="regdb", max_rank=max_rank, chunk=chunk
     )
 
 
@@ -462,6 +477,7 @@ def run_regdb(
     metric: DistanceMetric = "euclidean",
     max_rank: int = 20,
     chunk: int | None = None,
+    rerank: bool = False,
 ) -> Report:
     """RegDB over trials: ``trials`` maps (or yields ``(t, data)`` pairs) trial t in 1..10 to
     that trial's features, so a generator can extract one trial at a time. For both directions
@@ -472,7 +488,8 @@ def run_regdb(
         if trial not in REGDB_TRIALS:
             raise MvdError(f"trials: expected trial numbers in 1..10, got {trial!r}")
         result = regdb_trial(
-            *data, direction=direction, metric=metric, max_rank=max_rank, chunk=chunk
+            *data, direction=direction, metric=metric, max_rank=max_rank, chunk=chunk,
+            rerank=rerank,
         )
         log.info(
             "RegDB %s trial %s: R1 %.2f mAP %.2f",
@@ -491,6 +508,7 @@ def run_regdb(
             "direction": direction,
             "metric": metric,
             "max_rank": max_rank,
+            **({"rerank": "k-reciprocal"} if rerank else {}),
         },
     )
 
@@ -632,12 +650,14 @@ def evaluate(
     cfg: EvalConfig,
     *,
     trials: int | None = None,
+    rerank: bool = False,
 ) -> Report:
     """Evaluate one test set's query/gallery features under its own protocol.
 
     SYSU-MM01 (``testset.protocol == "sysu"``): ``cfg.sysu_mode`` / ``cfg.shot`` over
     ``trials`` (default ``cfg.trials``) gallery draws. RegDB: the test set's trial and direction
-    (its query modality); a validation split (``trial`` None) is one "val" row.
+    (its query modality); a validation split (``trial`` None) is one "val" row. ``rerank``:
+    k-reciprocal re-ranking of each trial's query x gallery distances (:mod:`mvd_core.rerank`).
     """
     q, g = testset.query, testset.gallery
     if _rows("q_feats", q_feats) != len(q) or _rows("g_feats", g_feats) != len(g):
@@ -651,6 +671,7 @@ def evaluate(
             q_feats, q.pids, q.cams, g_feats, g.pids, g.cams,
             mode=cfg.sysu_mode, shot=cfg.shot, trials=range(n), metric=cfg.metric,  # type: ignore[arg-type]
             **sysu_draw_inputs(testset, cfg),  # cfg.gallery_draw (agw | official | seeded)
+            rerank=rerank,
         )
     direction = testset.direction
     if direction == "v2t":
@@ -658,12 +679,12 @@ def evaluate(
     else:
         data = RegDBTrial(g_feats, g.pids, q_feats, q.pids)
     if testset.trial is None:  # a validation split carved from the training ids
-        result = regdb_trial(*data, direction=direction, metric=cfg.metric)  # type: ignore[arg-type]
+        result = regdb_trial(*data, direction=direction, metric=cfg.metric, rerank=rerank)  # type: ignore[arg-type]
         return Report.from_results(
             [("val", result)], name=testset.name,
             settings={"dataset": "validation", "direction": direction, "metric": cfg.metric},
         )
-    return run_regdb({testset.trial: data}, direction=direction, metric=cfg.metric)  # type: ignore[arg-type]
+    return run_regdb({testset.trial: data}, direction=direction, metric=cfg.metric, rerank=rerank)  # type: ignore[arg-type]
 
 
 def evaluate_all(
@@ -674,6 +695,7 @@ def evaluate_all(
     *,
     sysu_modes: Iterable[str] = ("all", "indoor"),
     shots: Iterable[str] = ("single",),
+    rerank: bool = False,
 ) -> dict[str, Report]:
     """Every protocol of the test set from one feature extraction, keyed by :func:`protocol_key`:
     SYSU-MM01 each of ``sysu_modes`` × ``shots``; RegDB both directions of its trial."""
@@ -684,8 +706,8 @@ def evaluate_all(
         for mode in sysu_modes:
             for shot in shots:
                 sub = dataclasses.replace(cfg, sysu_mode=mode, shot=shot)
-                out[protocol_key(testset, sub)] = evaluate(testset, q_feats, g_feats, sub)
+                out[protocol_key(testset, sub)] = evaluate(testset, q_feats, g_feats, sub, rerank=rerank)
         return out
     for ts, qf, gf in ((testset, q_feats, g_feats), (testset.reversed(), g_feats, q_feats)):
-        out[protocol_key(ts, cfg)] = evaluate(ts, qf, gf, cfg)
+        out[protocol_key(ts, cfg)] = evaluate(ts, qf, gf, cfg, rerank=rerank)
     return out

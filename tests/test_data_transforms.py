@@ -283,3 +283,36 @@ def test_bad_modality_and_augment() -> None:
         T.TrainTransform(dataclasses.replace(BASE, augment="xx"), 0)
     with pytest.raises(ValueError, match="data.erasing"):
         T.TrainTransform(dataclasses.replace(BASE, erasing="xx"), 0)
+
+
+def test_loader_and_test_features_honour_data_resize() -> None:
+    """data.resize reaches the training loader (images of another size) and the test-time
+    extraction (mvd_core.features.extract)."""
+    from mvd_core.config import Config
+    from mvd_core.data.datasets import ImageSet, TrainSet
+    from mvd_core.data.loader import TrainLoader
+    from mvd_core.features import extract
+
+    raw = np.stack([_img(s, 64, 32) for s in range(4)])
+    labels = np.array([0, 0, 1, 1])
+
+    def part(mod: str) -> ImageSet:
+        return ImageSet(pids=labels, labels=labels, cams=np.ones(4, np.int64), modality=mod, images=raw)
+
+    train = TrainSet(part("visible"), part("thermal"), 2, "t")
+    for method, flt in (("bilinear", Image.BILINEAR), ("lanczos", Image.LANCZOS)):
+        cfg = dataclasses.replace(BASE, num_ids=2, num_pos=1, augment="pt", resize=method, workers=0)
+        ref = {i: np.asarray(Image.fromarray(raw[i]).resize((W, H), flt)) for i in range(4)}
+        with TrainLoader(train, cfg, seed=0) as loader:
+            v, t = loader.plan(0)[0]
+            batch = loader.make_batch(0, 0, v, t)
+        for k, i in enumerate(np.concatenate([v, t]).tolist()):
+            np.testing.assert_array_equal(_undo(batch.images[k]), ref[i])
+
+        class Identity:
+            def extract_features(self, images: np.ndarray, modality: str) -> np.ndarray:
+                return images.reshape(len(images), -1)
+
+        full = dataclasses.replace(Config(), data=cfg)
+        feats = extract(Identity(), part("visible"), "visible", full)
+        np.testing.assert_array_equal(_undo(feats[2].reshape(3, H, W)), ref[2])

@@ -119,3 +119,15 @@ def test_rank_rerank_and_unknown_ids(run_dir, sysu_root, tmp_path):
     assert all("match" not in r for item in data["queries"] for r in item["ranked"])
     pic = Image.open(out / "rank_00000.png").convert("RGB")
     assert _frame_colour(pic, 1) not in (GREEN, RED)  # identity unknown: grey
+
+
+def test_eval_flip_rerank(run_dir, model, tmp_path):
+    out = tmp_path / "ev"
+    _ok(["eval", "--resume", str(run_dir), "--sysu-mode", "all", "--trials", "1",
+         "--flip", "--rerank", "--out", str(out)])
+    got = json.loads((out / "eval-sysu-all-single-flip-rerank.json").read_text())
+    assert "flip, rerank" in got["name"] and got["settings"]["rerank"] == "k-reciprocal"
+    want = model.evaluate(flip=True, rerank=True, trials=1).to_dict()
+    assert got["mean"] == want["mean"]
+    plain = model.evaluate(trials=1).to_dict()
+    assert plain["mean"] != want["mean"]

@@ -94,3 +94,32 @@ def test_bad_input():
         k_reciprocal_rerank(f, f, k1=20)
     with pytest.raises(MvdError, match="features"):
         k_reciprocal_rerank(f, np.zeros((5, 3)))
+
+
+def test_protocols_rerank_each_trial_gallery():
+    """run_sysu / regdb_trial with rerank=True = the metric on the re-ranked distances of each
+    trial's own gallery."""
+    from mvd_core.metrics import evaluate
+    from mvd_core.protocols import regdb_trial, run_sysu, sysu_gallery_indices
+
+    rng = np.random.default_rng(5)
+    n_ids = 10
+    q_pids = np.repeat(np.arange(n_ids), 4)
+    q_cams = np.tile([3, 6], n_ids * 2)
+    g_pids = np.repeat(np.arange(n_ids), 8)
+    g_cams = np.tile([1, 2, 4, 5], n_ids * 2)
+    centres = rng.normal(size=(n_ids, 16))
+    qf = (centres[q_pids] + rng.normal(size=(len(q_pids), 16))).astype(np.float32)
+    gf = (centres[g_pids] + rng.normal(size=(len(g_pids), 16))).astype(np.float32)
+    rep = run_sysu(qf, q_pids, q_cams, gf, g_pids, g_cams, mode="all", trials=[0, 1], rerank=True)
+    assert rep.settings["rerank"] == "k-reciprocal"
+    for trial, result in rep.rows:
+        idx = sysu_gallery_indices(g_pids, g_cams, "all", "single", trial)
+        want = evaluate(k_reciprocal_rerank(qf, gf[idx]), q_pids, g_pids[idx], q_cams, g_cams[idx],
+                        protocol="sysu")
+        np.testing.assert_allclose(result.cmc, want.cmc)
+        assert result.mAP == pytest.approx(want.mAP) and result.mINP == pytest.approx(want.mINP)
+    r = regdb_trial(qf, q_pids, gf, g_pids, direction="v2t", rerank=True)
+    want = evaluate(k_reciprocal_rerank(qf, gf), q_pids, g_pids, np.ones_like(q_pids), 2 * np.ones_like(g_pids),
+                    protocol="regdb")
+    assert r.mAP == pytest.approx(want.mAP)

@@ -95,6 +95,10 @@ class TrainLoader:
         self.steps_per_epoch = min(full, steps_per_epoch) if steps_per_epoch > 0 else full
         self.num_classes = train.num_classes
         self.height, self.width = cfg.height, cfg.width
+        if cfg.resize != "lanczos" and train.visible.images is not None:
+            log.warning("data.resize=%s: %s holds images already resized (the SYSU cache: Lanczos to "
+                        "288x144); the PT code resizes the raw files -- read the raw folder for it",
+                        cfg.resize, train.name)
         self.visible = materialise(train.visible, cfg.height, cfg.width, preload_bytes, cfg.resize)
         self.thermal = materialise(train.thermal, cfg.height, cfg.width, preload_bytes, cfg.resize)
         self.tf_visible = TrainTransform(cfg, "visible")
