@@ -31,3 +31,6 @@ def demo(
         f"chance Rank-1 with {res.test_ids} test identities: {100 * res.chance_rank1:.2f}%"
     )
     typer.echo(f"run folder and report: {res.run_dir}")
+    from mvd_cli.report import echo_html_report
+
+    echo_html_report(res.run_dir)

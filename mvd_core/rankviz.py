@@ -75,7 +75,8 @@ def ranked_list_picture(
     return canvas
 
 
-def _image(imageset: Any, i: int) -> np.ndarray:
+def image_of(imageset: Any, i: int) -> np.ndarray:
+    """Image ``i`` of an ImageSet as uint8 (H, W, 3) (decoded from its file, or its array row)."""
     from mvd_core.data.imageio import read_image
 
     if imageset.paths is not None:
@@ -93,8 +94,8 @@ def ranking_pictures(ranking: Any, queries: Sequence[int] | None = None,
         idx = ranking.indices[q].tolist()
         pid = int(ranking.query.pids[q])
         pic = ranked_list_picture(
-            _image(ranking.query, q),
-            [_image(ranking.gallery, g) for g in idx],
+            image_of(ranking.query, q),
+            [image_of(ranking.gallery, g) for g in idx],
             matches=None if matches is None else matches[q].tolist(),
             distances=ranking.distances[q].tolist(),
             query_label=f"q{q}" + (f" id {pid}" if pid >= 0 else ""),

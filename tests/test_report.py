@@ -76,3 +76,88 @@ def test_npz_round_trip(tmp_path):
     for (t, r) in rows:
         np.testing.assert_array_equal(trials[str(t)]["ap"], r.per_query.ap)
         np.testing.assert_array_equal(trials[str(t)]["match_ranks"], r.per_query.match_ranks)
+
+
+# ------------------------------------------------------------------ the HTML run report
+
+import io  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+
+from PIL import Image  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from mvd_cli.app import app  # noqa: E402
+from mvd_core.rankviz import BORDER, GREEN, RED, tile_origin  # noqa: E402
+from mvd_core.report_html import N_EXAMPLES, inline_images  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(sysu_root, tmp_path_factory):
+    """`mvd train` (torch, tiny) writes the HTML report at the end and prints its path."""
+    out = tmp_path_factory.mktemp("report-runs")
+    sets = [f"data.root={sysu_root}", f"run.out={out}", "run.tag=r", "model.width=4",
+            "data.height=64", "data.width=32", "schedule.steps_per_epoch=2", "data.workers=1",
+            "eval.trials=2", "schedule.epochs=1"]
+    r = runner.invoke(app, ["train", "--config", "tiny", "--backend", "torch", "--device", "cpu",
+                            *[a for s in sets for a in ("--set", s)]])
+    assert r.exit_code == 0, r.output
+    m = re.search(r"html report: (\S+)", r.output)
+    assert m, r.output
+    return out / "r", m.group(1)
+
+
+@pytest.mark.torch
+def test_train_writes_a_self_contained_report(trained):
+    run, printed = trained
+    page = (run / "report.html").read_text()
+    assert printed == str(run / "report.html")
+    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing to fetch
+    imgs = inline_images(page)
+    assert len(imgs) == page.count("<img") == 2 + 2 * N_EXAMPLES
+    for b in imgs:
+        assert Image.open(io.BytesIO(b)).format == "PNG"
+    rep = json.loads((run / "report.json").read_text())
+    for t in rep["trials"]:
+        assert f"<td>{t['mAP']:.2f}</td>" in page and f"<td>{t['R1']:.2f}</td>" in page
+    assert "<h2>Parity</h2>" not in page
+
+
+@pytest.mark.torch
+def test_ranked_lists_of_best_and_worst(trained):
+    from mvd_core.config import load_config
+    from mvd_core.data.datasets import load_test
+
+    run, _ = trained
+    page = (run / "report.html").read_text()
+    name, trials = read_eval_npz(run / "report.npz")
+    data = next(iter(trials.values()))
+    order = np.lexsort((data["first_rank"], -data["ap"]))
+    test = load_test(load_config(str(run / "config.yaml")).data)
+    pics = inline_images(page)[2:]
+    for pic_bytes, v in zip(pics, [*order[:N_EXAMPLES], *order[::-1][:N_EXAMPLES]]):
+        pic = Image.open(io.BytesIO(pic_bytes)).convert("RGB")
+        q = int(data["query"][v])
+        for k, j in enumerate(data["top"][v].tolist(), start=1):
+            want = GREEN if test.gallery.pids[j] == test.query.pids[q] else RED
+            assert pic.getpixel((tile_origin(k, 64) + BORDER // 2, 40)) == want
+    assert f"query {int(data['query'][order[0]])} " in page
+
+
+@pytest.mark.torch
+def test_report_command_with_parity_and_errors(trained, tmp_path):
+    run, _ = trained
+    (run / "parity-test.json").write_text(json.dumps({
+        "backends": ["mindspore", "torch"], "passed": False,
+        "rows": [{"section": "forward", "name": "v_obs.feat", "max_abs": 1e-3, "rel": 2e-3,
+                  "cosine": 0.999, "tolerance": "forward", "passed": False}]}))
+    out = tmp_path / "page.html"
+    r = runner.invoke(app, ["report", str(run), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert "<h2>Parity</h2>" in page and "v_obs.feat" in page and "FAIL" in page
+    (run / "parity-test.json").unlink()
+    r = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "no such run folder" in r.output
