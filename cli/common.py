@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import errno
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, Optional, TypeVar
@@ -63,6 +65,28 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+#: I/O failures of the environment (not bugs): one line naming the path, exit 2
+IO_ERRNOS = frozenset(
+    getattr(errno, n) for n in (
+        "ENOSPC", "EDQUOT", "EROFS", "ENOTDIR", "EISDIR", "EACCES", "EPERM", "EEXIST", "EFBIG",
+        "ENAMETOOLONG", "ELOOP", "EIO", "EMFILE", "ENFILE", "ENOTEMPTY", "EXDEV",
+    ) if hasattr(errno, n)
+)
+
+
+def io_error_line(e: OSError) -> str:
+    """``PATH: cannot write (No space left on device)``-style line for an OSError."""
+    path = e.filename if e.filename is not None else "?"
+    why = e.strerror or os.strerror(e.errno or 0)
+    verb = "cannot access"
+    if e.errno in (errno.ENOSPC, errno.EROFS, errno.EFBIG) or getattr(errno, "EDQUOT", -1) == e.errno:
+        verb = "cannot write"
+    line = f"{path}: {verb} ({why})"
+    if e.filename2 is not None:
+        line += f" [and {e.filename2}]"
+    return line.replace("\n", " ")
+
+
 def cli_errors(fn: F) -> F:
     """Turn domain errors (bad input) into one line on stderr and exit code 2, no traceback."""
 
@@ -74,6 +98,10 @@ def cli_errors(fn: F) -> F:
             raise fail(str(e)) from None
         except FileNotFoundError as e:
             raise fail(f"{e.filename}: no such file or folder") from None
+        except OSError as e:
+            if e.errno not in IO_ERRNOS:
+                raise
+            raise fail(io_error_line(e)) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
 

@@ -33,7 +33,7 @@ from mvd_core.resume import (  # noqa: F401 - re-exported: the driver's public A
     resolve_checkpoint,
     run_dir_of,
 )
-from mvd_core.rundir import RunLock, check_tag
+from mvd_core.rundir import RunLock, check_run_dir, check_tag
 from mvd_core.runlog import RunLog
 from mvd_core.training import Loop, LoopState, fmt, make_checkpoint, summary
 
@@ -70,6 +70,7 @@ def _new_run_dir(cfg: Config) -> Path:
     run_dir = run_dir_for(cfg)
     if (run_dir / "checkpoints" / "last.safetensors").exists():
         raise MvdError(f"{run_dir}: a run with this tag exists; use --resume {run_dir} or another --ckpt tag")
+    check_run_dir(run_dir)  # fail at once (file on the path, read-only, in use, not empty)
     return run_dir
 
 
@@ -133,6 +134,7 @@ def train(
             raise MvdError("train: pass either a config (new run) or resume= (a run's own config)")
         plan = plan_resume(resume, overrides, recipe=recipe, device=device)
         cfg, ckpt, run_dir = plan.cfg, plan.checkpoint, plan.run_dir
+        check_run_dir(run_dir, resume=True)  # in use by another process: fail at once
         state = LoopState(plan.epochs_done, plan.global_step, _best_val_map(run_dir, ckpt))
         log.info("resuming %s after epoch %d (global step %d)", run_dir, state.epoch, state.global_step)
     else:

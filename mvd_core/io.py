@@ -64,9 +64,14 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
-def named_oserror(e: OSError, path: str | os.PathLike[str]) -> OSError:
-    """``e`` with ``filename`` set (ENOSPC from ``write`` names no file)."""
-    if e.filename is not None or e.errno is None:
+def named_oserror(
+    e: OSError, path: str | os.PathLike[str], tmp: str | os.PathLike[str] | None = None
+) -> OSError:
+    """``e`` naming ``path``: when it names no file (ENOSPC from ``write``) or only the temp
+    file ``tmp`` (which is removed: the user asked for ``path``)."""
+    if e.errno is None:
+        return e
+    if e.filename is not None and (tmp is None or os.fspath(e.filename) != os.fspath(tmp)):
         return e
     return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
 
@@ -107,7 +112,7 @@ def make_temp_dir(target: str | os.PathLike[str]) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         os.chmod(tmp, 0o777 & ~umask())
     except OSError as e:
-        raise named_oserror(e, target) from None
+        raise OSError(e.errno, e.strerror, str(target)) from None
     return tmp
 
 
@@ -123,8 +128,8 @@ class StagedFile:
             fd, tmp = tempfile.mkstemp(
                 prefix=f".{self.path.name}.", suffix=".tmp" + suffix, dir=self.path.parent
             )
-        except OSError as e:
-            raise named_oserror(e, self.path) from None
+        except OSError as e:  # it names the random temp name: name the file asked for
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
         self.tmp = Path(tmp)
         self._fd: int | None = fd
         try:
@@ -164,7 +169,7 @@ class StagedFile:
             fsync_dir(self.path.parent)
         except OSError as e:
             self.discard()
-            raise named_oserror(e, self.path) from None
+            raise named_oserror(e, self.path, self.tmp) from None
         os.close(self._fd)
         self._fd = None
         return self.path
@@ -204,7 +209,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     except BaseException as e:
         staged.discard()
         if isinstance(e, OSError):
-            raise named_oserror(e, staged.path) from None
+            raise named_oserror(e, staged.path, staged.tmp) from None
         raise
 
 
@@ -224,7 +229,7 @@ def atomic_writer(
     except BaseException as e:
         staged.discard()
         if isinstance(e, OSError):
-            raise named_oserror(e, staged.path) from None
+            raise named_oserror(e, staged.path, staged.tmp) from None
         raise
 
 

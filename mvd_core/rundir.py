@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 
-__all__ = ["LOCK_NAME", "RunLock", "check_tag", "create_run_dir", "remove_stale_temps", "run_contents"]
+__all__ = ["LOCK_NAME", "RunLock", "check_run_dir", "check_tag", "create_run_dir", "remove_stale_temps", "run_contents"]
 
 
 def check_tag(tag: str, field: str = "run.tag/--ckpt") -> str:
@@ -79,6 +79,50 @@ def _holder_pid(lock_path: Path) -> str:
     except OSError:
         return "?"
     return text or "?"
+
+
+def check_run_dir(path: str | os.PathLike[str], *, resume: bool = False) -> None:
+    """Everything :func:`create_run_dir` / :class:`RunLock` would refuse, checked up front
+    without creating anything (so a run fails at once, before loading data or building a
+    model): a file on the path (ENOTDIR), a read-only or unwritable place (EROFS/EACCES, as an
+    ``OSError`` naming the folder), a folder held by a live process (:class:`RunInUse`), an
+    existing non-empty folder unless ``resume``, a missing one if ``resume``."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{p}: the run folder path is a file, expected a folder")
+    if not p.is_dir():
+        if resume:
+            raise ConfigError(f"{p}: no such run folder to resume")
+        anc = p.parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(anc))
+        _check_writable(anc)
+        return
+    held = _held_by(p / LOCK_NAME)
+    if held is not None:
+        raise RunInUse(f"{p}: run folder is in use by process {held} (lock {p / LOCK_NAME})")
+    _check_writable(p)
+    if not resume:
+        contents = run_contents(p)
+        if contents:
+            shown = ", ".join(contents[:4]) + (" ..." if len(contents) > 4 else "")
+            raise ConfigError(
+                f"{p}: run folder exists and is not empty ({shown}); use --resume {p} "
+                "or another run.tag/--ckpt"
+            )
+
+
+def _check_writable(folder: Path) -> None:
+    if os.access(folder, os.W_OK | os.X_OK):
+        return
+    try:
+        ro = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        ro = False
+    code = errno.EROFS if ro else errno.EACCES
+    raise OSError(code, os.strerror(code), str(folder))
 
 
 def create_run_dir(path: str | os.PathLike[str], *, resume: bool = False) -> bool:
