@@ -299,6 +299,23 @@ def test_stale_temp_of_a_killed_prepare_is_removed_on_the_next_start(tmp_path, s
         assert (os.stat(out / name).st_mode & 0o777) == mode, name
 
 
+def test_cache_label_out_of_range_names_the_label_file(tmp_path, sysu_root):
+    from mvd_core.data.prepare import prepare_sysu
+
+    cache = tmp_path / "cache"
+    prepare_sysu(sysu_root, cache, progress=False)
+    lab = cache / "train_ir_resized_label.npy"
+    labels = np.load(lab)
+    labels[-1] = 999
+    np.save(lab, labels)
+    before = _snapshot(tmp_path)
+    code, err = _invoke(["train", "--config", "tiny", "--data-path", str(sysu_root), "--out",
+                         str(tmp_path / "out"), *_sets([*TINY, f"data.cache={cache}"])])
+    line = _one_line(err)
+    assert code == 2 and str(lab) in line and "label 999 out of range" in line, line
+    assert _snapshot(tmp_path) == before
+
+
 def _umask() -> int:
     old = os.umask(0o022)
     os.umask(old)

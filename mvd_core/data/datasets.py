@@ -525,11 +525,18 @@ def load_sysu_cache(folder: str | os.PathLike[str]) -> TrainSet:
             raise DataError(f"{lab_path}: negative label {int(labels.min())}")
         labels = labels.astype(np.int64)
         labels_all.append(labels)
-        parts.append((mod, imgs, labels, img_path))
+        parts.append((mod, imgs, labels, img_path, lab_path))
     num_classes = int(max(int(lab.max()) for lab in labels_all)) + 1
     mpath = folder / SYSU_MANIFEST
+    n_ids = len(manifest["ids"]) if isinstance(manifest, dict) and isinstance(manifest.get("ids"), list) else None
+    for _mod, _imgs, labels, _img_path, lab_path in parts:
+        if n_ids is not None and int(labels.max()) >= n_ids:  # name the label file at fault
+            raise DataError(
+                f"{lab_path}: label {int(labels.max())} out of range: {mpath.name} lists "
+                f"{n_ids} ids (expected labels 0..{n_ids - 1})"
+            )
     sets = []
-    for mod, imgs, labels, img_path in parts:
+    for mod, imgs, labels, img_path, _lab_path in parts:
         if manifest is not None:
             key = "rgb" if mod == VISIBLE else "ir"
             try:
