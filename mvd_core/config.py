@@ -109,6 +109,15 @@ class ModelConfig:
     feat_norm: str = "part"  # test feature L2 norm: part (each 2048 block) | joint | none
     pretrain: str = ""  # torchvision-format ResNet-50 state dict or MindSpore checkpoint
     sync_bn: bool = False  # multi-process: BatchNorm statistics over all ranks (default per rank)
+    # VIB head initialisation: framework = torch nn.Linear's default U(±1/sqrt(fan_in)) (also
+    # MindSpore 2.x Dense's; the MS code's init helpers are no-ops); pt = the PT code's
+    # (encoder Linear kaiming-normal fan_out, encoder BN1d weight N(1, 0.02), VIB classifier
+    # Linear N(0, 0.001), biases 0)
+    head_init: str = "framework"
+    # every bottleneck's last BatchNorm (bn3): MS's model-zoo ResNet-50 uses eps 1e-3 and
+    # momentum 0.997 (= torch momentum 0.003); torch convention here
+    bn3_eps: Annotated[float, Range(gt=0)] = 1e-5
+    bn3_momentum: Annotated[float, PROBABILITY] = 0.1
 
 
 @dataclass(frozen=True)
@@ -122,9 +131,12 @@ class LossConfig:
     rll_a1: Annotated[float, Range(ge=0)] = 2.2  # ranked-list intra-modality threshold
     rll_a2: Annotated[float, Range(ge=0)] = 2.0  # ranked-list cross-modality threshold
     kl: str = "proper"  # proper | legacy
-    temperature: Annotated[float, Range(gt=0)] = 1.0
+    temperature: Annotated[float, Range(gt=0)] = 1.0  # VSD only (the PT code's VCD has none)
     sinkhorn_eps: Annotated[float, Range(gt=0)] = 0.01
     sinkhorn_iters: Annotated[int, Range(ge=1)] = 100
+    # CML Sinkhorn log-sum-exp: legacy = the PT code's log(Σ exp(A) + 1e-6) (not max-shifted),
+    # exact = a true, max-shifted logsumexp
+    cml_lse: str = "legacy"
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.preset": ("id", "id+tri", "id+tri+kldiv", "mvd-pt"),
     "loss.triplet": ("batch_hard", "ranked_list"),
     "loss.kl": ("proper", "legacy"),
+    "loss.cml_lse": ("legacy", "exact"),
+    "model.head_init": ("framework", "pt"),
     "optim.name": ("adam", "sgd"),
     "schedule.kind": ("ms", "pt"),
     "eval.sysu_mode": ("all", "indoor"),

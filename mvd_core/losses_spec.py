@@ -14,7 +14,8 @@ Variational-Distiilation-for-Cross-Modal-Person-Re-identification, ``reid/traine
 - ranked-list loss ``Rank_loss`` with m1=0.9, m2=1.0, a1=2.2, a2=2.0, tval=1, 1e-5 in the
   normalising denominators;
 - ``SinkhornDistance`` with eps=0.01, max_iter=100, stopping threshold 0.1, 1e-8 added to the
-  marginals inside the log.
+  marginals inside the log, and its ``lse(A) = log(Σ exp(A) + 1e-6)``;
+- VSD divides the logits by the temperature, VCD does not (``trainers.py``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ RLL_TVAL = 1.0
 SINKHORN_THRESH = 0.1
 #: Sinkhorn: log(mu + SINKHORN_MARGINAL_EPS)
 SINKHORN_MARGINAL_EPS = 1e-8
+#: Sinkhorn log-sum-exp (``loss.cml_lse``): "legacy" = the PT code's lse(A) = log(Σ exp(A) +
+#: SINKHORN_LSE_EPS), not max-shifted; "exact" = a true (max-shifted) logsumexp. Once the
+#: softmaxes sharpen the two costs differ by 4-15 % (logits N(0, 3²)-N(0, 10²)), and CML has
+#: weight 8: they are different losses, so the faithful one is the default.
+CML_LSE_MODES: tuple[str, ...] = ("legacy", "exact")
+SINKHORN_LSE_EPS = 1e-6
 
 
 def preset_weights(preset: str) -> dict[str, float]:

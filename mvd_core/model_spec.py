@@ -7,7 +7,7 @@ Canonical names are the torch backend's ``state_dict`` names (without ``num_batc
     {b}.trunk.<torchvision ResNet-50 name>      b in v (visible), i (infrared), s (shared)
     {b}.cam{2,3,4}.gamma                        channel attention before layer2/3/4 (cam only)
     {b}.bnneck.{weight,bias,running_mean,running_var}
-    {b}.classifier.weight                       (num_classes, feat_dim), no bias
+    {b}.classifier.{weight,bias}                Linear(feat_dim, num_classes), N(0, 0.001) and 0
     {b}.vib.encoder.{0,3,6}.{weight,bias}       Linear(feat,h1) BN ReLU Linear(h1,h2) BN ReLU Linear(h2,z)
     {b}.vib.encoder.{1,4}.<bn>
     {b}.vib.classifier.{0,4}.{weight,bias}      Linear(z,hc) BN LeakyReLU(0.1) Dropout Linear(hc,C)
@@ -37,6 +37,9 @@ ZEROS = "zeros"
 NORMAL_001 = "normal_0.001"  # ID classifiers
 CONST = "const"  # ParamSpec.value everywhere (bottleneck bn3 γ = ModelConfig.residual_gain)
 LINEAR_U = "uniform_fan_in"  # torch nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+KAIMING_OUT_LINEAR = "kaiming_normal_fan_out_linear"  # PT VIB encoder: N(0, 2/out_features)
+NORMAL_1_002 = "normal_1_0.02"  # PT VIB encoder BatchNorm1d weight: N(1, 0.02)
+HEAD_INITS = ("framework", "pt")
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,11 @@ def descriptor_dim(cfg: ModelConfig) -> int:
 
 def _bn(
     out: dict[str, ParamSpec], prefix: str, n: int, group: str, bias_trainable=True,
-    gamma: float = 1.0,
+    gamma: float = 1.0, weight_init: str = "",
 ) -> None:
     out[f"{prefix}.weight"] = (
-        ParamSpec((n,), ONES, True, False, group) if gamma == 1.0
+        ParamSpec((n,), weight_init, True, False, group) if weight_init
+        else ParamSpec((n,), ONES, True, False, group) if gamma == 1.0
         else ParamSpec((n,), CONST, True, False, group, value=float(gamma))
     )
     out[f"{prefix}.bias"] = ParamSpec((n,), ZEROS, bias_trainable, False, group)
@@ -77,9 +81,15 @@ def _conv(out: dict[str, ParamSpec], name: str, co: int, ci: int, k: int) -> Non
     out[name] = ParamSpec((co, ci, k, k), KAIMING_OUT, True, False, "trunk")
 
 
-def _linear(out: dict[str, ParamSpec], prefix: str, ci: int, co: int) -> None:
-    out[f"{prefix}.weight"] = ParamSpec((co, ci), LINEAR_U, True, False, "head", ci)
-    out[f"{prefix}.bias"] = ParamSpec((co,), LINEAR_U, True, False, "head", ci)
+def _linear(
+    out: dict[str, ParamSpec], prefix: str, ci: int, co: int, weight_init: str = LINEAR_U,
+    group: str = "head",
+) -> None:
+    """A Linear layer: torch's default init (weight and bias U(±1/sqrt(fan_in))), or
+    ``weight_init`` for the weight with a zero bias (the PT code's heads)."""
+    bias_init = LINEAR_U if weight_init == LINEAR_U else ZEROS
+    out[f"{prefix}.weight"] = ParamSpec((co, ci), weight_init, True, False, group, ci)
+    out[f"{prefix}.bias"] = ParamSpec((co,), bias_init, True, False, group, ci)
 
 
 def trunk_spec(width: int = 64, residual_gain: float = 1.0) -> dict[str, ParamSpec]:
@@ -120,6 +130,12 @@ def model_spec(cfg: ModelConfig, num_classes: int) -> dict[str, ParamSpec]:
     out: dict[str, ParamSpec] = {}
     if not cfg.residual_gain >= 0:
         raise ValueError(f"model.residual_gain: expected >= 0, got {cfg.residual_gain}")
+    if cfg.head_init not in HEAD_INITS:
+        raise ValueError(f"model.head_init: {cfg.head_init!r} is not one of {', '.join(HEAD_INITS)}")
+    pt = cfg.head_init == "pt"
+    enc_w = KAIMING_OUT_LINEAR if pt else LINEAR_U  # PT: weights_init_kaiming on the encoder
+    enc_bn = NORMAL_1_002 if pt else ""
+    cls_w = NORMAL_001 if pt else LINEAR_U  # PT: weights_init_classifier on the VIB classifier
     trunk = trunk_spec(cfg.width, cfg.residual_gain)
     for b in BRANCHES:
         for name, spec in trunk.items():
@@ -130,15 +146,16 @@ def model_spec(cfg: ModelConfig, num_classes: int) -> dict[str, ParamSpec]:
         # BN-neck and ID classifier live inside the public codes' backbone cell and train with
         # it (MS: the three backbones at 0.1×lr, only the three VIB heads at lr)
         _bn(out, f"{b}.bnneck", fd, "trunk", bias_trainable=cfg.bnneck_bias)
-        out[f"{b}.classifier.weight"] = ParamSpec((num_classes, fd), NORMAL_001, True, False, "trunk")
-        _linear(out, f"{b}.vib.encoder.0", fd, h1)
-        _bn(out, f"{b}.vib.encoder.1", h1, "head")
-        _linear(out, f"{b}.vib.encoder.3", h1, h2)
-        _bn(out, f"{b}.vib.encoder.4", h2, "head")
-        _linear(out, f"{b}.vib.encoder.6", h2, cfg.vib_dim)
-        _linear(out, f"{b}.vib.classifier.0", cfg.vib_dim, cfg.vib_cls_hidden)
-        _bn(out, f"{b}.vib.classifier.1", cfg.vib_cls_hidden, "head")
-        _linear(out, f"{b}.vib.classifier.4", cfg.vib_cls_hidden, num_classes)
+        # both codes: Linear(2048, C) with a trainable bias (PT: weights_init_classifier)
+        _linear(out, f"{b}.classifier", fd, num_classes, NORMAL_001, group="trunk")
+        _linear(out, f"{b}.vib.encoder.0", fd, h1, enc_w)
+        _bn(out, f"{b}.vib.encoder.1", h1, "head", weight_init=enc_bn)
+        _linear(out, f"{b}.vib.encoder.3", h1, h2, enc_w)
+        _bn(out, f"{b}.vib.encoder.4", h2, "head", weight_init=enc_bn)
+        _linear(out, f"{b}.vib.encoder.6", h2, cfg.vib_dim, enc_w)
+        _linear(out, f"{b}.vib.classifier.0", cfg.vib_dim, cfg.vib_cls_hidden, cls_w)
+        _bn(out, f"{b}.vib.classifier.1", cfg.vib_cls_hidden, "head")  # PT: BN default (1, 0)
+        _linear(out, f"{b}.vib.classifier.4", cfg.vib_cls_hidden, num_classes, cls_w)
     return out
 
 
@@ -163,6 +180,10 @@ def init_params(spec: dict[str, ParamSpec], seed: int) -> dict[str, np.ndarray]:
             a = rng.standard_normal(s.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_out))
         elif s.init == NORMAL_001:
             a = rng.standard_normal(s.shape, dtype=np.float32) * np.float32(0.001)
+        elif s.init == KAIMING_OUT_LINEAR:  # torch kaiming_normal_(mode='fan_out'), (out, in)
+            a = rng.standard_normal(s.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / s.shape[0]))
+        elif s.init == NORMAL_1_002:
+            a = np.float32(1.0) + rng.standard_normal(s.shape, dtype=np.float32) * np.float32(0.02)
         elif s.init == LINEAR_U:
             bound = 1.0 / np.sqrt(s.fan_in)
             a = rng.uniform(-bound, bound, s.shape).astype(np.float32)

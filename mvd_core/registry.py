@@ -133,11 +133,12 @@ HONOURED: dict[str, str] = {
         "prefetch", "synthetic")},
     **{f"model.{k}": "backends" for k in (
         "width", "last_stride", "cam", "bnneck_bias", "vib_hidden", "vib_dim", "vib_cls_hidden",
-        "dropout", "residual_gain", "feat_norm", "pretrain")},
+        "dropout", "residual_gain", "feat_norm", "pretrain", "head_init", "bn3_eps",
+        "bn3_momentum")},
     "model.sync_bn": "backends",
     **{f"loss.{k}": "backends" for k in (
         "preset", "label_smoothing", "triplet", "margin", "rll_m1", "rll_m2", "rll_a1", "rll_a2",
-        "kl", "temperature", "sinkhorn_eps", "sinkhorn_iters")},
+        "kl", "temperature", "sinkhorn_eps", "sinkhorn_iters", "cml_lse")},
     "optim.lr": "core",  # the schedule turns it into each step's lr (Backend.train_step(batch, lr))
     **{f"optim.{k}": "backends" for k in (
         "name", "weight_decay", "momentum", "nesterov", "betas", "eps", "trunk_lr_mult",

@@ -28,6 +28,7 @@ from mvd_core.losses_spec import (
     NORMALIZE_EPS,
     RLL_EPS,
     RLL_TVAL,
+    SINKHORN_LSE_EPS,
     SINKHORN_MARGINAL_EPS,
     SINKHORN_THRESH,
     VCD_PAIRS,
@@ -276,7 +277,8 @@ def vsd_loss(out: Mapping[str, Array], mode: str = "proper", temperature: float 
 def vcd_loss(out: Mapping[str, Array], mode: str = "proper", temperature: float = 1.0) -> float:
     """Variational cross-distillation across the shared views:
     0.5·kl_div(v_ms_obs.logits, i_ms_rep.logits) + 0.5·kl_div(i_ms_obs.logits, v_ms_rep.logits).
-    (The PT code applies no temperature here; it uses T = 1 anyway.)"""
+    The PT code applies NO temperature here (``self.softmax(v_ms_observation[0].detach())``),
+    so :func:`mvd_loss` calls it with T = 1 whatever ``loss.temperature`` (VSD's) is."""
     return _pairs_kl(out, VCD_PAIRS, mode, temperature)
 
 
@@ -285,12 +287,19 @@ def vcd_loss(out: Mapping[str, Array], mode: str = "proper", temperature: float 
 # --------------------------------------------------------------------------------------------
 
 
+def _lse_legacy_1d(x: Array) -> float:
+    """The PT code's ``lse``: log(Σ exp(x) + 1e-6), NOT max-shifted (float64 here: no overflow
+    for the values a Sinkhorn on probability vectors produces)."""
+    return float(np.log(np.sum(np.exp(x)) + SINKHORN_LSE_EPS))
+
+
 def sinkhorn_plan(
     p: Array,
     q: Array,
     eps: float = 0.01,
     max_iter: int = 100,
     thresh: float = SINKHORN_THRESH,
+    lse: str = "legacy",
 ) -> tuple[Array, Array, int]:
     """Log-domain Sinkhorn between the rows of p (B×C) and q (B×C) (``utlis.SinkhornDistance``).
 
@@ -300,13 +309,19 @@ def sinkhorn_plan(
         M(u, v)_jk = (−Cost_jk + u_j + v_k) / eps
         repeat (at most max_iter times):
             u_prev = u
-            u = eps·(log(mu + 1e-8) − logsumexp_k M(u, v)_jk) + u
-            v = eps·(log(nu + 1e-8) − logsumexp_j M(u, v)_jk) + v     (with the new u)
+            u = eps·(log(mu + 1e-8) − lse_k M(u, v)_jk) + u
+            v = eps·(log(nu + 1e-8) − lse_j M(u, v)_jk) + v     (with the new u)
             stop after this iteration if Σ_j |u_j − u_prev_j| < thresh
+              (PT: ``err = (u - u1).abs().sum(-1).mean()``, ``thresh = 1e-1``)
         π = exp(M(u, v))
-    The PT code's ``lse`` is log(Σ exp(·) + 1e-6) rather than a true log-sum-exp; the toolkit
-    uses the exact, overflow-safe logsumexp (differences are of relative order 1e-6·B).
+    ``lse="legacy"`` (the PT code's ``SinkhornDistance.lse``): lse(a) = log(Σ exp(a) + 1e-6),
+    not max-shifted -- once the rows of M are all very negative (sharp softmaxes, small eps) the
+    1e-6 dominates and the result is not a log-sum-exp; ``lse="exact"``: max-shifted
+    logsumexp.
     """
+    if lse not in ("legacy", "exact"):
+        raise ValueError(f"sinkhorn: lse {lse!r} is not one of legacy, exact")
+    row_lse = _lse_legacy_1d if lse == "legacy" else _logsumexp_1d
     pp = _f64(p)
     qq = _f64(q)
     nb = pp.shape[0]
@@ -329,10 +344,10 @@ def sinkhorn_plan(
     for _ in range(max_iter):
         u_prev = u
         m = m_of(u, v)
-        u = eps * (np.log(mu + SINKHORN_MARGINAL_EPS) - np.array([_logsumexp_1d(r) for r in m])) + u
+        u = eps * (np.log(mu + SINKHORN_MARGINAL_EPS) - np.array([row_lse(r) for r in m])) + u
         m = m_of(u, v)
         v = eps * (np.log(nu + SINKHORN_MARGINAL_EPS)
-                   - np.array([_logsumexp_1d(col) for col in m.T])) + v
+                   - np.array([row_lse(col) for col in m.T])) + v
         iters += 1
         if float(np.sum(np.abs(u - u_prev))) < thresh:
             break
@@ -345,17 +360,21 @@ def sinkhorn_cost(
     eps: float = 0.01,
     max_iter: int = 100,
     thresh: float = SINKHORN_THRESH,
+    lse: str = "legacy",
 ) -> float:
     """Entropic OT cost Σ_jk π_jk·Cost_jk with π from :func:`sinkhorn_plan` (same arguments)."""
-    pi, cost, _ = sinkhorn_plan(p, q, eps, max_iter, thresh)
+    pi, cost, _ = sinkhorn_plan(p, q, eps, max_iter, thresh, lse)
     return float(np.sum(pi * cost))
 
 
-def cml_loss(out: Mapping[str, Array], eps: float = 0.01, max_iter: int = 100) -> float:
+def cml_loss(
+    out: Mapping[str, Array], eps: float = 0.01, max_iter: int = 100, lse: str = "legacy"
+) -> float:
     """Conventional mutual learning (PT only):
-    sinkhorn_cost(softmax(i_obs.logits), softmax(v_obs.logits), eps, max_iter)."""
+    sinkhorn_cost(softmax(i_obs.logits), softmax(v_obs.logits), eps, max_iter, lse=lse)."""
     a, b = CML_PAIR
-    return sinkhorn_cost(softmax(out[f"{a}.logits"]), softmax(out[f"{b}.logits"]), eps, max_iter)
+    return sinkhorn_cost(softmax(out[f"{a}.logits"]), softmax(out[f"{b}.logits"]), eps, max_iter,
+                         lse=lse)
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,9 +429,9 @@ def mvd_loss(
 
         id  = id_loss(out, labels, loss_cfg.label_smoothing)
         tri = triplet_loss(out, labels, modality, loss_cfg)
-        cml = cml_loss(out, loss_cfg.sinkhorn_eps, loss_cfg.sinkhorn_iters)
+        cml = cml_loss(out, loss_cfg.sinkhorn_eps, loss_cfg.sinkhorn_iters, loss_cfg.cml_lse)
         vsd = vsd_loss(out, loss_cfg.kl, loss_cfg.temperature)
-        vcd = vcd_loss(out, loss_cfg.kl, loss_cfg.temperature)
+        vcd = vcd_loss(out, loss_cfg.kl)     (no temperature, as the PT code)
     """
     weights = preset_weights(loss_cfg.preset)
     terms: dict[str, float] = {}
@@ -422,11 +441,12 @@ def mvd_loss(
         elif name == "tri":
             terms[name] = triplet_loss(out, labels, modality, loss_cfg)
         elif name == "cml":
-            terms[name] = cml_loss(out, loss_cfg.sinkhorn_eps, loss_cfg.sinkhorn_iters)
+            terms[name] = cml_loss(out, loss_cfg.sinkhorn_eps, loss_cfg.sinkhorn_iters,
+                                   loss_cfg.cml_lse)
         elif name == "vsd":
             terms[name] = vsd_loss(out, loss_cfg.kl, loss_cfg.temperature)
         elif name == "vcd":
-            terms[name] = vcd_loss(out, loss_cfg.kl, loss_cfg.temperature)
+            terms[name] = vcd_loss(out, loss_cfg.kl)  # no temperature in the PT code's VCD
         else:  # pragma: no cover - PRESET_WEIGHTS and this function are written together
             raise ValueError(f"unknown loss term {name!r}")
     terms["total"] = float(sum(weights[k] * terms[k] for k in weights))

@@ -85,3 +85,24 @@ def test_cli_convert(resnet_params, tmp_path):
     assert "tensors" in r.output and (tmp_path / "r.ckpt").exists()
     r = runner.invoke(app, ["convert", str(tmp_path / "missing.pth"), str(tmp_path / "o.ckpt")])
     assert r.exit_code == 2 and "missing.pth" in r.output and "Traceback" not in r.output
+
+
+def test_checkpoint_without_the_id_classifier_bias_fails_naming_it(mvd_params, tmp_path):
+    """Checkpoints written before the ID classifier had its bias (both public codes have one)
+    lack `{v,i,s}.classifier.bias`: reading or loading one fails and names the tensor."""
+    from mvd_backends.mindspore.backend import MindSporeBackend
+    from mvd_backends.torch.backend import TorchBackend
+
+    old = {k: v for k, v in mvd_params.items() if not k.endswith("classifier.bias")
+           or ".vib." in k}
+    assert len(old) == len(mvd_params) - 3
+    np.savez(tmp_path / "old.npz", **old)
+    with pytest.raises(MvdError, match=r"missing: .*v\.classifier\.bias"):
+        read_params(tmp_path / "old.npz")
+    cfg = load_config("tiny", ["model.width=4", "model.cam=true"])
+    for cls in (TorchBackend, MindSporeBackend):
+        be = cls(cfg, 7, "cpu" if cls is TorchBackend else "CPU", 0)
+        with pytest.raises(ValueError, match=r"missing: .*classifier\.bias"):
+            be.load_state(old)
+        be.load_state(mvd_params)  # the full set loads
+        assert np.array_equal(be.state()["s.classifier.bias"], mvd_params["s.classifier.bias"])

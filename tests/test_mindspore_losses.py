@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("MVD_MS_THREADS", "1")
 
 import dataclasses  # noqa: E402
+import inspect  # noqa: E402
 
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
@@ -140,33 +141,50 @@ def _probs(rng: np.random.Generator, b: int, c: int, scale: float) -> np.ndarray
 
 
 @pytest.mark.parametrize(
-    ("seed", "b", "c", "scale", "eps", "max_iter"),
-    [(9, 6, 5, 2.0, 0.01, 100), (10, 8, 4, 4.0, 0.01, 100), (11, 5, 3, 1.0, 0.05, 7),
-     (12, 6, 6, 3.0, 0.1, 100)],
+    ("seed", "b", "c", "scale", "eps", "max_iter", "lse"),
+    [(9, 6, 5, 2.0, 0.01, 100, "legacy"), (10, 8, 4, 4.0, 0.01, 100, "legacy"),
+     (11, 5, 3, 1.0, 0.05, 7, "legacy"), (12, 6, 6, 3.0, 0.1, 100, "legacy"),
+     (10, 8, 4, 4.0, 0.01, 100, "exact"), (11, 5, 3, 1.0, 0.05, 7, "exact")],
 )
-def test_sinkhorn_cost_matches_reference_incl_early_stop(seed, b, c, scale, eps, max_iter) -> None:
+def test_sinkhorn_cost_matches_reference_incl_early_stop(seed, b, c, scale, eps, max_iter,
+                                                         lse) -> None:
     rng = np.random.default_rng(seed)
     p, q = _probs(rng, b, c, scale), _probs(rng, b, c, scale)
-    _, _, iters = ref.sinkhorn_plan(p, q, eps, max_iter)
-    want = ref.sinkhorn_cost(p, q, eps, max_iter)
-    got = float(L._sinkhorn(T(p), T(q), eps, max_iter, ref.SINKHORN_THRESH, True).asnumpy())
+    _, _, iters = ref.sinkhorn_plan(p, q, eps, max_iter, lse=lse)
+    want = ref.sinkhorn_cost(p, q, eps, max_iter, lse=lse)
+    got = float(L._sinkhorn(T(p), T(q), eps, max_iter, ref.SINKHORN_THRESH, True, lse).asnumpy())
     assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
     assert 1 <= iters <= max_iter
 
 
-def test_sinkhorn_compiled_equals_eager() -> None:
-    """Graph mode (the loop is unrolled: 30 trips keep the compile short), stop at trip < 30."""
+def test_sinkhorn_legacy_lse_is_a_different_loss() -> None:
+    """Sharp softmaxes: legacy (the PT code's lse, the default) and exact each match their
+    reference and differ from each other by more than float noise."""
+    rng = np.random.default_rng(21)
+    p, q = _probs(rng, 16, 10, 10.0), _probs(rng, 16, 10, 10.0)
+    got = {k: float(L._sinkhorn(T(p), T(q), 0.01, 100, ref.SINKHORN_THRESH, True, k).asnumpy())
+           for k in ("legacy", "exact")}  # host stop: fewer eager launches, the same values
+    for k, v in got.items():
+        assert v == pytest.approx(ref.sinkhorn_cost(p, q, lse=k), rel=2e-4)
+    assert abs(got["legacy"] - got["exact"]) > 0.01 * got["exact"]
+    for f in (L.sinkhorn_cost, L.cml_loss):
+        assert inspect.signature(f).parameters["lse"].default == "legacy"
+
+
+def test_sinkhorn_compiled_equals_eager(lse: str = "legacy") -> None:
+    """Graph mode (the loop is unrolled: 30 trips keep the compile short), stop at trip < 30
+    (the PT code's lse; the exact one is compiled in the graph-cell tests)."""
     rng = np.random.default_rng(17)
     p, q = _probs(rng, 6, 5, 2.0), _probs(rng, 6, 5, 2.0)
-    _, _, iters = ref.sinkhorn_plan(p, q, 0.05, 30)
+    _, _, iters = ref.sinkhorn_plan(p, q, 0.05, 30, lse=lse)
     assert iters < 30
 
     def fn(a, b):
-        return L.sinkhorn_cost(a, b, 0.05, 30)
+        return L.sinkhorn_cost(a, b, 0.05, 30, lse=lse)
 
     got = float(ms.jit(fn)(T(p), T(q)).asnumpy())
     assert got == pytest.approx(float(fn(T(p), T(q)).asnumpy()), rel=1e-5, abs=1e-7)
-    assert got == pytest.approx(ref.sinkhorn_cost(p, q, 0.05, 30), rel=1e-4)
+    assert got == pytest.approx(ref.sinkhorn_cost(p, q, 0.05, 30, lse=lse), rel=1e-4)
 
 
 def test_sinkhorn_early_stop_matters_and_is_reproduced() -> None:
@@ -254,6 +272,34 @@ def test_mvd_loss_and_graph_cell(preset: str, kl: str) -> None:
     for j, k in enumerate(cell.terms):
         assert float(eager[j]) == pytest.approx(want[k], rel=1e-4, abs=1e-6), k
         assert float(compiled.asnumpy()[j]) == pytest.approx(float(eager[j]), rel=1e-5, abs=1e-7), k
+
+
+def test_graph_cell_vcd_has_no_temperature_and_cml_lse_flows() -> None:
+    """mvd-pt with T = 3 and the exact lse: VSD at T, VCD without (the PT code), CML exact;
+    eagerly and compiled."""
+    rng = np.random.default_rng(18)
+    out = _taps(rng)
+    labels = np.repeat(np.arange(4), 2)
+    modality = np.tile([0, 1], 4)
+    cfg = LossConfig(preset="mvd-pt", triplet="ranked_list", temperature=3.0, cml_lse="exact",
+                     sinkhorn_eps=0.05, sinkhorn_iters=20)
+    want = ref.mvd_loss(out, labels, modality, cfg)
+    assert want["vcd"] == pytest.approx(ref.vcd_loss(out, "proper", 1.0))
+    assert want["vcd"] != pytest.approx(ref.vcd_loss(out, "proper", 3.0), rel=1e-3)
+    assert want["cml"] == pytest.approx(ref.cml_loss(out, 0.05, 20, lse="exact"))
+    tout = {k: T(v) for k, v in out.items()}
+    got = {k: float(v.asnumpy()) for k, v in L.mvd_loss(tout, T(labels), T(modality), cfg).items()}
+    cell = L._MVDLoss(cfg)
+    outs = tuple(tout[k] for k in TAP_NAMES)
+    def fn(o, y, s):
+        return cell(o, y, s)
+
+    compiled = ms.jit(fn)(ms.mutable(outs), T(labels), T(modality))
+    for j, k in enumerate(cell.terms):
+        assert got[k] == pytest.approx(want[k], rel=1e-4, abs=1e-6), k
+        assert float(compiled.asnumpy()[j]) == pytest.approx(want[k], rel=1e-4, abs=1e-6), k
+    with pytest.raises(ValueError, match="cml_lse"):
+        L._MVDLoss(dataclasses.replace(cfg, cml_lse="nope"))
 
 
 def test_loss_config_errors() -> None:

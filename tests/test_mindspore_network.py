@@ -218,13 +218,39 @@ def _torch_net(cfg, params):
     return torch, net
 
 
+def test_bn3_eps_momentum_and_classifier_bias() -> None:
+    """mvd-ms's bn3 (MS model zoo): eps 1e-3, MindSpore momentum 0.997 (torch 0.003); every
+    other BatchNorm eps 1e-5, momentum 0.9; the ID classifier is a Dense with a bias."""
+    cfg = _cfg(bn3_eps=1e-3, bn3_momentum=0.003)
+    net = MVDNet(cfg.model, NUM_CLASSES)
+    bns = [(n, c) for n, c in net.cells_and_names() if isinstance(c, (ms.nn.BatchNorm2d,
+                                                                      ms.nn.BatchNorm1d))]
+    bn3 = [c for n, c in bns if n.endswith(".bn3")]
+    assert len(bn3) == 3 * 16 and len(bns) > len(bn3)
+    for n, c in bns:
+        eps, mom = (1e-3, 0.997) if n.endswith(".bn3") else (1e-5, 0.9)
+        assert c.bn_train.epsilon == pytest.approx(eps, rel=1e-6), n
+        # MindSpore 2.8 stores 1 − its momentum argument (the new batch's weight) in .momentum
+        assert 1.0 - c.momentum == pytest.approx(mom, rel=1e-6), n
+    names = {p.name for p in net.get_parameters()}
+    assert {f"{b}.classifier.bias" for b in BRANCHES} <= names
+    assert net.v.classifier.has_bias
+
+
 @pytest.mark.parity
-@pytest.mark.parametrize("cam, train", [(True, False), (False, False), (False, True), (True, True)])
-def test_forward_parity_with_torch(train: bool, cam: bool) -> None:
+@pytest.mark.parametrize("cam, train, bn3_ms", [(True, False, False), (False, False, False),
+                                                (False, True, False), (True, True, False),
+                                                (False, True, True)])
+def test_forward_parity_with_torch(train: bool, cam: bool, bn3_ms: bool) -> None:
     # conditioned as `mvd parity` conditions them: at residual gain 1 the train-mode trunk
-    # amplifies fp32 rounding past any tolerance (torch against itself included)
-    cfg = _cfg(dropout=0.0, cam=cam, last_stride=1 if cam else 2, residual_gain=RESIDUAL_GAIN)
+    # amplifies fp32 rounding past any tolerance (torch against itself included);
+    # bn3_ms: mvd-ms's bn3 eps 1e-3 / momentum 0.003 (the running statistics move alike)
+    bn3 = {"bn3_eps": 1e-3, "bn3_momentum": 0.003} if bn3_ms else {}
+    cfg = _cfg(dropout=0.0, cam=cam, last_stride=1 if cam else 2, residual_gain=RESIDUAL_GAIN,
+               **bn3)
     params = init_params(model_spec(cfg.model, NUM_CLASSES), 7)
+    for b in BRANCHES:  # a non-zero ID-classifier bias must reach the logits in both
+        params[f"{b}.classifier.bias"] = np.linspace(-0.5, 0.5, NUM_CLASSES).astype(np.float32)
     if cam:  # γ = 0 would hide the attention path
         for b in BRANCHES:
             for k in (2, 3, 4):
@@ -244,5 +270,6 @@ def test_forward_parity_with_torch(train: bool, cam: bool) -> None:
         tstate = {k: v.numpy() for k, v in tnet.state_dict().items()}
         mstate = {convert.canonical_name(p.name): p.asnumpy() for p in net.get_parameters()}
         for k in ("v.trunk.bn1.running_mean", "s.trunk.layer4.2.bn3.running_var",
+                  "i.trunk.layer1.0.bn3.running_mean",
                   "i.bnneck.running_var", "s.vib.classifier.1.running_mean"):
             np.testing.assert_allclose(mstate[k], tstate[k], rtol=1e-4, atol=1e-5, err_msg=k)

@@ -300,25 +300,77 @@ def test_sinkhorn_equal_costs_golden():
     # Iteration 1: M = −200 everywhere, u_j = 0.01(log(½ + 1e-8) + 200 − log 2) ≈ 1.986
     # (err ≈ 3.97 ≥ 0.1), then v ≈ 0 and π_jk = ¼(1 + O(1e-8)); iteration 2 changes u by
     # O(1e-10) < 0.1 → stop. Cost = 2·Σπ ≈ 2.
+    # (exact logsumexp; the PT code's legacy lse: test_sinkhorn_legacy_lse_scalar_recurrence)
     p = np.array([[1.0, 0.0], [1.0, 0.0]])
     q = np.array([[0.0, 1.0], [0.0, 1.0]])
-    pi, cost, iters = R.sinkhorn_plan(p, q)
+    pi, cost, iters = R.sinkhorn_plan(p, q, lse="exact")
     np.testing.assert_allclose(cost, 2.0, rtol=0, atol=0)
     np.testing.assert_allclose(pi, 0.25, rtol=1e-6)
     assert iters == 2
-    assert R.sinkhorn_cost(p, q) == pytest.approx(2.0, rel=1e-6)
+    assert R.sinkhorn_cost(p, q, lse="exact") == pytest.approx(2.0, rel=1e-6)
+
+
+def test_sinkhorn_legacy_lse_scalar_recurrence():
+    """The PT code's lse(A) = log(Σ exp(A) + 1e-6) on the equal-cost problem above: every u_j
+    is one scalar a, every v_k one scalar b, so the Sinkhorn is the scalar recurrence
+        a ← 0.01(log(½ + 1e-8) − log(2 e^{(−2 + a + b)/0.01} + 1e-6)) + a,   then b likewise,
+    stopping once Σ_j |Δu_j| = 2|Δa| < 0.1. At the start every exp(M) = e^{−200} is swamped by
+    the 1e-6 (lse ≈ log 1e-6 = −13.8, where the exact lse is −199.3), so u and v creep up by
+    ~0.13 per iteration instead of jumping: many more iterations, a different plan."""
+    def lse(m: float) -> float:  # two equal entries m
+        return math.log(2.0 * math.exp(m) + 1e-6)
+
+    a = b = 0.0
+    n = 0
+    while n < 100:
+        n += 1
+        a_prev = a
+        a = 0.01 * (math.log(0.5 + 1e-8) - lse((-2.0 + a + b) / 0.01)) + a
+        b = 0.01 * (math.log(0.5 + 1e-8) - lse((-2.0 + a + b) / 0.01)) + b
+        if 2 * abs(a - a_prev) < 0.1:
+            break
+    pi_scalar = math.exp((-2.0 + a + b) / 0.01)
+    p = np.array([[1.0, 0.0], [1.0, 0.0]])
+    q = np.array([[0.0, 1.0], [0.0, 1.0]])
+    pi, _, iters = R.sinkhorn_plan(p, q, lse="legacy")
+    assert iters == n and iters > 2  # exact: 2
+    np.testing.assert_allclose(pi, pi_scalar, rtol=1e-9)
+    assert R.sinkhorn_cost(p, q) == pytest.approx(8 * pi_scalar, rel=1e-9)  # legacy is default
+    # the 1e-6 stays in the plan: each column sums to about nu - 1e-6, not nu
+    assert pi.sum(0) == pytest.approx(0.5 - 1e-6, abs=2e-7)
+
+
+def test_sinkhorn_legacy_and_exact_lse_differ_once_softmaxes_sharpen():
+    """SPEC §3: with logits N(0, 3²)..N(0, 10²) the legacy cost differs from the exact one by
+    several percent; with flat softmaxes and a large eps (every Σ exp ≫ 1e-6) they agree."""
+    rng = np.random.default_rng(12)
+    gaps = []
+    for scale in (3.0, 10.0):
+        p = R.softmax(rng.standard_normal((8, 6)) * scale)
+        q = R.softmax(rng.standard_normal((8, 6)) * scale)
+        leg, ex = R.sinkhorn_cost(p, q, lse="legacy"), R.sinkhorn_cost(p, q, lse="exact")
+        gaps.append(abs(leg - ex) / ex)
+    assert max(gaps) > 0.02, gaps
+    p = R.softmax(rng.standard_normal((8, 6)) * 0.3)
+    q = R.softmax(rng.standard_normal((8, 6)) * 0.3)
+    assert R.sinkhorn_cost(p, q, eps=1.0, lse="legacy") == pytest.approx(
+        R.sinkhorn_cost(p, q, eps=1.0, lse="exact"), rel=1e-4)
+    with pytest.raises(ValueError, match="lse"):
+        R.sinkhorn_plan(p, q, lse="bogus")
 
 
 def test_sinkhorn_identical_inputs_cost_zero():
     # p = q = one-hot rows e1, e2: Cost = [[0, 2], [2, 0]]. Iteration 1: u ≈ 0.01·log ½ (err
     # ≈ 0.0139 < 0.1 → stop after 1 iteration), π ≈ diag(½), off-diagonal ≈ ½e^{−200}: cost ≈ 0.
+    # (legacy lse: the diagonal sums to 1/2 - 1e-6, see the legacy tests)
     p = np.eye(2)
-    pi, _, iters = R.sinkhorn_plan(p, p)
-    assert iters == 1
-    np.testing.assert_allclose(pi, np.diag([0.5, 0.5]), atol=1e-7)
-    assert 0.0 <= R.sinkhorn_cost(p, p) < 1e-12
-    # swapped rows: the transport is the anti-diagonal, cost again ≈ 0
-    assert R.sinkhorn_cost(p, p[::-1]) < 1e-12
+    for lse, atol in (("exact", 1e-7), ("legacy", 2e-6)):
+        pi, _, iters = R.sinkhorn_plan(p, p, lse=lse)
+        assert iters == 1
+        np.testing.assert_allclose(pi, np.diag([0.5, 0.5]), atol=atol)
+        assert 0.0 <= R.sinkhorn_cost(p, p, lse=lse) < 1e-12
+        # swapped rows: the transport is the anti-diagonal, cost again ≈ 0
+        assert R.sinkhorn_cost(p, p[::-1], lse=lse) < 1e-12
 
 
 def test_sinkhorn_marginals_cost_and_symmetry():
@@ -326,20 +378,25 @@ def test_sinkhorn_marginals_cost_and_symmetry():
     b, c = 6, 5
     p = R.softmax(rng.standard_normal((b, c)) * 2)
     q = R.softmax(rng.standard_normal((b, c)) * 2)
-    pi, cost, iters = R.sinkhorn_plan(p, q)
+    pi, cost, iters = R.sinkhorn_plan(p, q, lse="exact")
     assert 1 <= iters <= 100
     assert np.all(pi >= 0) and np.all(cost >= 0)
-    assert R.sinkhorn_cost(p, q) >= 0
+    assert R.sinkhorn_cost(p, q, lse="exact") >= 0
     # v is updated last: column marginals equal nu = 1/B (up to the 1e-8 inside the log)
     np.testing.assert_allclose(pi.sum(0), 1.0 / b, rtol=1e-6)
+    # legacy lse: nu'·S/(S + 1e-6), S the column sums before the v update: short of nu by
+    # ~1e-6·nu/S (S < nu before convergence), far beyond the exact lse's 1e-8
+    pi_leg, _, _ = R.sinkhorn_plan(p, q, lse="legacy")
+    short = 1.0 / b - pi_leg.sum(0)
+    assert np.all(short > 5e-7) and np.all(short < 5e-6), short
     # run to convergence: both marginals uniform; the cost no larger than the independent
     # coupling's (uniform plan) average cost; and swapping p, q gives the same cost
-    pi, cost, _ = R.sinkhorn_plan(p, q, eps=0.05, max_iter=5000, thresh=1e-12)
+    pi, cost, _ = R.sinkhorn_plan(p, q, eps=0.05, max_iter=5000, thresh=1e-12, lse="exact")
     np.testing.assert_allclose(pi.sum(1), 1.0 / b, rtol=1e-6)
     np.testing.assert_allclose(pi.sum(0), 1.0 / b, rtol=1e-6)
     ot = float(np.sum(pi * cost))
     assert ot <= cost.mean() + 1e-12
-    back = R.sinkhorn_cost(q, p, eps=0.05, max_iter=5000, thresh=1e-12)
+    back = R.sinkhorn_cost(q, p, eps=0.05, max_iter=5000, thresh=1e-12, lse="exact")
     assert back == pytest.approx(ot, rel=1e-6)
     assert SINKHORN_THRESH == 0.1 and SINKHORN_MARGINAL_EPS == 1e-8
 
@@ -419,13 +476,18 @@ def test_mvd_loss_pt_total_and_config_flow():
     assert t["total"] == pytest.approx(
         t["id"] + t["tri"] + 8 * t["cml"] + 2 * t["vsd"] + 2 * t["vcd"], rel=1e-14
     )
-    # kl / temperature / sinkhorn settings reach the terms
+    # kl / temperature / sinkhorn settings reach the terms; the temperature reaches VSD only
+    # (the PT code's VCD has none)
     leg = R.mvd_loss(out, labels, modality, dataclasses.replace(cfg, kl="legacy", temperature=2.0))
     assert leg["vsd"] == pytest.approx(R.vsd_loss(out, "legacy", 2.0), rel=1e-14)
-    assert leg["vcd"] == pytest.approx(R.vcd_loss(out, "legacy", 2.0), rel=1e-14)
+    assert leg["vcd"] == pytest.approx(R.vcd_loss(out, "legacy", 1.0), rel=1e-14)
+    assert leg["vcd"] != pytest.approx(R.vcd_loss(out, "legacy", 2.0), rel=1e-6)
     sk = R.mvd_loss(out, labels, modality,
                     dataclasses.replace(cfg, sinkhorn_eps=0.1, sinkhorn_iters=3))
     assert sk["cml"] == pytest.approx(R.cml_loss(out, 0.1, 3), rel=1e-14)
     assert sk["cml"] != pytest.approx(t["cml"], rel=1e-6)
+    assert cfg.cml_lse == "legacy" and t["cml"] == pytest.approx(R.cml_loss(out, lse="legacy"))
+    ex = R.mvd_loss(out, labels, modality, dataclasses.replace(cfg, cml_lse="exact"))
+    assert ex["cml"] == pytest.approx(R.cml_loss(out, lse="exact"), rel=1e-14)
     with pytest.raises(ValueError, match="loss.preset"):
         R.mvd_loss(out, labels, modality, dataclasses.replace(cfg, preset="bogus"))

@@ -206,13 +206,31 @@ def _probs(rng: np.random.Generator, n: int = B, c: int = C, scale: float = 3.0)
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("max_iter", [1, 3, 100])
 @pytest.mark.parametrize("eps", [0.01, 0.1])
-def test_sinkhorn_cost(seed: int, max_iter: int, eps: float) -> None:
+@pytest.mark.parametrize("lse", ["legacy", "exact"])
+def test_sinkhorn_cost(seed: int, max_iter: int, eps: float, lse: str) -> None:
     rng = np.random.default_rng(seed)
     p, q = _probs(rng), _probs(rng)
-    want = ref.sinkhorn_cost(p, q, eps, max_iter)
-    assert float(tl.sinkhorn_cost(_t(p), _t(q), eps, max_iter)) == pytest.approx(want, rel=1e-8)
-    got32 = tl.sinkhorn_cost(_t(p, torch.float32), _t(q, torch.float32), eps, max_iter)
+    want = ref.sinkhorn_cost(p, q, eps, max_iter, lse=lse)
+    got = tl.sinkhorn_cost(_t(p), _t(q), eps, max_iter, lse=lse)
+    assert float(got) == pytest.approx(want, rel=1e-8)
+    got32 = tl.sinkhorn_cost(_t(p, torch.float32), _t(q, torch.float32), eps, max_iter, lse=lse)
     assert float(got32) == pytest.approx(want, rel=2e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("scale", [3.0, 10.0])
+def test_sinkhorn_legacy_lse_is_a_different_loss(scale: float) -> None:
+    """The PT code's lse (default) vs the exact one on sharp softmaxes: each backend matches
+    its own reference, and the two differ by more than float noise (SPEC §3: 4-15 %)."""
+    rng = np.random.default_rng(21)
+    p, q = _probs(rng, 16, 10, scale), _probs(rng, 16, 10, scale)
+    f32 = {k: float(tl.sinkhorn_cost(_t(p, torch.float32), _t(q, torch.float32), lse=k))
+           for k in ("legacy", "exact")}
+    for k, v in f32.items():
+        assert v == pytest.approx(ref.sinkhorn_cost(p, q, lse=k), rel=2e-4)
+    assert abs(f32["legacy"] - f32["exact"]) > 0.01 * f32["exact"]
+    assert float(tl.sinkhorn_cost(_t(p), _t(q))) == pytest.approx(f32["legacy"], rel=2e-4)
+    with pytest.raises(ValueError, match="cml_lse"):
+        tl.sinkhorn_cost(_t(p), _t(q), lse="bogus")
 
 
 def test_sinkhorn_early_stop_matches_reference_iterations() -> None:
@@ -228,7 +246,8 @@ def test_sinkhorn_early_stop_matches_reference_iterations() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 4])
-def test_sinkhorn_sync_free_path_equals_early_stop(seed: int) -> None:
+@pytest.mark.parametrize("lse", ["legacy", "exact"])
+def test_sinkhorn_sync_free_path_equals_early_stop(seed: int, lse: str) -> None:
     """The accelerator path (frozen iterates, no host read) = the early-stopping path, in
     values and in gradients."""
     rng = np.random.default_rng(seed)
@@ -237,7 +256,7 @@ def test_sinkhorn_sync_free_path_equals_early_stop(seed: int) -> None:
     def run(sync_free: bool) -> tuple[float, np.ndarray]:
         pt = _t(p, grad=True)
         cost = torch.sum((pt[:, None, :] - _t(q)[None, :, :]) ** 2, dim=-1)
-        val = torch.sum(tl._sinkhorn_plan(cost, 0.01, 100, sync_free=sync_free) * cost)
+        val = torch.sum(tl._sinkhorn_plan(cost, 0.01, 100, sync_free=sync_free, lse=lse) * cost)
         (g,) = torch.autograd.grad(val, [pt])
         return float(val.detach()), g.numpy()
 
@@ -247,20 +266,21 @@ def test_sinkhorn_sync_free_path_equals_early_stop(seed: int) -> None:
     np.testing.assert_array_equal(g1, g2)
 
 
-def test_sinkhorn_gradient_through_iterations() -> None:
+@pytest.mark.parametrize("lse, eps", [("exact", 0.1), ("legacy", 0.1), ("legacy", 0.01)])
+def test_sinkhorn_gradient_through_iterations(lse: str, eps: float) -> None:
     rng = np.random.default_rng(6)
     p, q = _probs(rng, 5, 4, 1.0), _probs(rng, 5, 4, 1.0)
     pt, qt = _t(p, grad=True), _t(q, grad=True)
-    gp, gq = torch.autograd.grad(tl.sinkhorn_cost(pt, qt, 0.1, 5), [pt, qt])
+    gp, gq = torch.autograd.grad(tl.sinkhorn_cost(pt, qt, eps, 5, lse=lse), [pt, qt])
     np.testing.assert_allclose(
         gp.numpy(),
-        _numeric_grad(lambda x: ref.sinkhorn_cost(x, q, 0.1, 5), p),
+        _numeric_grad(lambda x: ref.sinkhorn_cost(x, q, eps, 5, lse=lse), p),
         rtol=1e-5,
         atol=1e-8,
     )
     np.testing.assert_allclose(
         gq.numpy(),
-        _numeric_grad(lambda x: ref.sinkhorn_cost(p, x, 0.1, 5), q),
+        _numeric_grad(lambda x: ref.sinkhorn_cost(p, x, eps, 5, lse=lse), q),
         rtol=1e-5,
         atol=1e-8,
     )
@@ -336,6 +356,20 @@ def test_mvd_loss(preset: str, kl: str) -> None:
     )
     assert got32["total"].dtype == torch.float32
     assert float(got32["total"]) == pytest.approx(want["total"], rel=1e-4)
+
+
+@pytest.mark.parametrize("cml_lse", ["legacy", "exact"])
+def test_mvd_loss_vcd_has_no_temperature_and_cml_lse_flows(cml_lse: str) -> None:
+    """The PT code divides by the temperature in VSD only; loss.cml_lse picks the Sinkhorn lse."""
+    rng = np.random.default_rng(17)
+    out = _out(rng)
+    labels, modality = _labels(rng)
+    cfg = LossConfig(preset="mvd-pt", triplet="ranked_list", temperature=3.0, cml_lse=cml_lse)
+    got = tl.mvd_loss(_tout(out), torch.tensor(labels), torch.tensor(modality), cfg)
+    assert float(got["vsd"]) == pytest.approx(ref.vsd_loss(out, "proper", 3.0), rel=1e-9)
+    assert float(got["vcd"]) == pytest.approx(ref.vcd_loss(out, "proper", 1.0), rel=1e-9)
+    assert float(got["vcd"]) != pytest.approx(ref.vcd_loss(out, "proper", 3.0), rel=1e-3)
+    assert float(got["cml"]) == pytest.approx(ref.cml_loss(out, lse=cml_lse), rel=1e-8)
 
 
 def test_mvd_loss_total_gradient_matches_reference() -> None:

@@ -74,7 +74,87 @@ def test_state_names_and_shapes_are_canonical(recipe: str) -> None:
 def test_bnneck_bias_frozen_when_configured() -> None:
     assert not MVDNet(small("mvd-pt"), C).v.bnneck.bias.requires_grad  # pt: frozen at 0
     assert MVDNet(small("mvd-ms"), C).v.bnneck.bias.requires_grad
-    assert MVDNet(small("mvd-ms"), C).v.classifier.bias is None
+
+
+@pytest.mark.parametrize("recipe", ["mvd-ms", "mvd-pt"])
+def test_id_classifier_has_a_trainable_zero_init_bias_at_the_backbone_rate(recipe: str) -> None:
+    """Both public codes: Linear(2048, C) with a bias; PT inits weight N(0, 0.001), bias 0."""
+    cfg = small(recipe)
+    spec = model_spec(cfg, C)
+    for b in ("v", "i", "s"):
+        s = spec[f"{b}.classifier.bias"]
+        assert s.shape == (C,) and s.trainable and not s.buffer
+        assert s.group == spec[f"{b}.classifier.weight"].group == "trunk"
+    net = loaded(cfg)
+    assert net.v.classifier.bias.requires_grad
+    assert torch.count_nonzero(net.v.classifier.bias) == 0
+    # the bias is used: logits = feat @ W.T + bias
+    with torch.no_grad():
+        net.v.classifier.bias.fill_(0.5)
+        feat = torch.randn(3, feat_dim(cfg))
+        ref = feat @ net.v.classifier.weight.T + 0.5
+        assert torch.allclose(net.v.classifier(feat), ref, atol=1e-6)
+
+
+def _moments_ok(a: np.ndarray, mean: float, std: float) -> None:
+    """Sample mean/std of ``a`` within 5 standard errors of N(mean, std²)."""
+    n = a.size
+    assert abs(a.mean() - mean) < 5 * std / np.sqrt(n), (a.mean(), mean)
+    assert abs(a.std() - std) < 5 * std / np.sqrt(2 * n), (a.std(), std)
+
+
+def test_pt_head_init_distributions() -> None:
+    """model.head_init=pt (mvd-pt): the PT code's weights_init_kaiming on the VIB encoder
+    (Linear kaiming-normal fan_out, bias 0; BatchNorm1d weight N(1, 0.02), bias 0) and
+    weights_init_classifier on the VIB classifier (Linear N(0, 0.001), bias 0; its BN keeps
+    (1, 0)); checked by moments on a realistic width (fan_out 1000/500/512)."""
+    cfg = dataclasses.replace(load_config("mvd-pt").model, width=8)
+    assert cfg.head_init == "pt"
+    spec = model_spec(cfg, 395)
+    p = init_params({k: v for k, v in spec.items() if ".vib." in k}, 3)
+    h1, h2 = cfg.vib_hidden
+    for b in ("v", "i", "s"):
+        for idx, out in ((0, h1), (3, h2), (6, cfg.vib_dim)):
+            _moments_ok(p[f"{b}.vib.encoder.{idx}.weight"], 0.0, np.sqrt(2.0 / out))
+            assert not p[f"{b}.vib.encoder.{idx}.bias"].any()
+        for idx in (1, 4):
+            _moments_ok(p[f"{b}.vib.encoder.{idx}.weight"], 1.0, 0.02)
+            assert not p[f"{b}.vib.encoder.{idx}.bias"].any()
+        for idx in (0, 4):
+            _moments_ok(p[f"{b}.vib.classifier.{idx}.weight"], 0.0, 0.001)
+            assert not p[f"{b}.vib.classifier.{idx}.bias"].any()
+        assert (p[f"{b}.vib.classifier.1.weight"] == 1).all()
+    # the framework default (mvd-ms): U(±1/sqrt(fan_in)) for weights and biases
+    fw = init_params(model_spec(dataclasses.replace(cfg, head_init="framework"), 395), 3)
+    w = fw["v.vib.encoder.0.weight"]
+    bound = 1 / np.sqrt(w.shape[1])
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
+    _moments_ok(w, 0.0, bound / np.sqrt(3))
+    assert fw["v.vib.encoder.0.bias"].any()
+    assert load_config("mvd-ms").model.head_init == "framework"
+
+
+@pytest.mark.parametrize("recipe, eps, momentum", [("mvd-ms", 1e-3, 0.003), ("mvd-pt", 1e-5, 0.1)])
+def test_bn3_eps_momentum_and_gamma(recipe: str, eps: float, momentum: float) -> None:
+    """MS's model-zoo ResNet-50: every bottleneck's bn3 has eps 1e-3, momentum 0.997 (torch
+    0.003) and gamma 0 at init; every other BatchNorm eps 1e-5, momentum 0.1."""
+    cfg = small(recipe)
+    net = loaded(cfg)
+    bn3 = [m for n, m in net.named_modules() if n.endswith(".bn3")]
+    others = [m for n, m in net.named_modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and not n.endswith(".bn3")]
+    assert len(bn3) == 3 * 16 and others
+    assert all(m.eps == eps and m.momentum == momentum for m in bn3)
+    assert all(m.eps == 1e-5 and m.momentum == 0.1 for m in others)
+    gamma = 0.0 if recipe == "mvd-ms" else 1.0
+    assert all(bool((m.weight == gamma).all()) for m in bn3)
+    # the eps is the one used in the computation (eval mode: (x - mean) / sqrt(var + eps))
+    m = bn3[0].eval()
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+        m.running_var.fill_(1e-3)
+        x = torch.ones(1, m.num_features, 1, 1)
+        assert torch.allclose(m(x), x / np.sqrt(1e-3 + eps), rtol=1e-5)
 
 
 def test_no_weight_sharing_between_branches() -> None:
@@ -138,7 +218,7 @@ def test_tap_shapes_small(recipe: str) -> None:
 
 
 def functional_resnet50(
-    sd: dict[str, torch.Tensor], x: torch.Tensor, last_stride: int
+    sd: dict[str, torch.Tensor], x: torch.Tensor, last_stride: int, bn3_eps: float = 1e-5
 ) -> torch.Tensor:
     """torchvision v1.5 ResNet-50 (eval-mode BN) from a name → tensor dict, written with
     torch.nn.functional only: the layer4 map."""
@@ -151,7 +231,7 @@ def functional_resnet50(
             sd[f"{p}.weight"],
             sd[f"{p}.bias"],
             training=False,
-            eps=1e-5,
+            eps=bn3_eps if p.endswith(".bn3") else 1e-5,
         )
 
     x = F.relu(bn(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), "bn1"))
@@ -186,9 +266,9 @@ def random_trunk(width: int, seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("last_stride", [1, 2])
-def test_trunk_matches_functional_resnet50(last_stride: int) -> None:
-    cfg = small("mvd-ms", last_stride=last_stride, cam=False)
+@pytest.mark.parametrize("last_stride, bn3_eps", [(1, 1e-5), (2, 1e-3)])
+def test_trunk_matches_functional_resnet50(last_stride: int, bn3_eps: float) -> None:
+    cfg = small("mvd-ms", last_stride=last_stride, cam=False, bn3_eps=bn3_eps)
     br = Branch(cfg, C).eval()
     sd = random_trunk(8, 1)
     missing, unexpected = br.trunk.load_state_dict(sd, strict=False)
@@ -196,7 +276,7 @@ def test_trunk_matches_functional_resnet50(last_stride: int) -> None:
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         got = br.feature_map(x)
-        want = functional_resnet50(sd, x, last_stride)
+        want = functional_resnet50(sd, x, last_stride, bn3_eps)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 

@@ -23,6 +23,7 @@ from mindspore import Tensor, nn, ops
 from mvd_core.config import LossConfig
 from mvd_core.losses_spec import (
     BRANCH_WEIGHTS,
+    CML_LSE_MODES,
     CML_PAIR,
     DIST_CLIP,
     KL_MODES,
@@ -30,6 +31,7 @@ from mvd_core.losses_spec import (
     NORMALIZE_EPS,
     RLL_EPS,
     RLL_TVAL,
+    SINKHORN_LSE_EPS,
     SINKHORN_MARGINAL_EPS,
     SINKHORN_THRESH,
     TERMS,
@@ -176,7 +178,10 @@ def vcd_loss(out: Mapping[str, Tensor], mode: str = "proper", temperature: float
     return _pairs_kl(out, VCD_PAIRS, mode, temperature)
 
 
-def _logsumexp(x: Tensor, axis: int) -> Tensor:
+def _logsumexp(x: Tensor, axis: int, lse: str = "exact") -> Tensor:
+    """exact: max-shifted logsumexp; legacy: the PT code's log(Σ exp(x) + 1e-6), not shifted."""
+    if lse == "legacy":
+        return ops.log(ops.exp(x).sum(axis=axis) + SINKHORN_LSE_EPS)
     m = ops.stop_gradient(x.max(axis=axis, keepdims=True))
     return (ops.log(ops.exp(x - m).sum(axis=axis, keepdims=True)) + m).squeeze(axis)
 
@@ -187,10 +192,12 @@ def sinkhorn_cost(
     eps: float = 0.01,
     max_iter: int = 100,
     thresh: float = SINKHORN_THRESH,
+    lse: str = "legacy",
 ) -> Tensor:
     """Entropic OT cost Σ π⊙Cost between the rows of p and q (uniform marginals, squared-L2
     cost), log-domain Sinkhorn with gradient through the iterations, stopping after the
-    iteration where Σ|u − u_prev| < thresh (the reference's ``sinkhorn_plan``).
+    iteration where Σ|u − u_prev| < thresh (the reference's ``sinkhorn_plan``). ``lse``:
+    "legacy" = the PT code's log(Σ exp + 1e-6), "exact" = a max-shifted logsumexp.
 
     The stop is data-dependent; to stay one static graph the loop always runs ``max_iter``
     trips and freezes u, v (``where(done, old, new)``) from the trip after the criterion first
@@ -199,11 +206,13 @@ def sinkhorn_cost(
     uses :func:`_sinkhorn` with ``host_stop=True``: it reads the criterion back each trip and
     leaves the loop — the same values, fewer kernel launches.)
     """
-    return _sinkhorn(p, q, eps, max_iter, thresh, False)
+    return _sinkhorn(p, q, eps, max_iter, thresh, False, lse)
 
 
 def _sinkhorn(p: Tensor, q: Tensor, eps: float, max_iter: int, thresh: float,
-              host_stop: bool) -> Tensor:
+              host_stop: bool, lse: str = "legacy") -> Tensor:
+    if lse not in CML_LSE_MODES:
+        raise ValueError(f"loss.cml_lse: {lse} is not one of legacy, exact")
     p = p.astype(ms.float32)
     q = q.astype(ms.float32)
     nb = p.shape[0]
@@ -216,15 +225,16 @@ def _sinkhorn(p: Tensor, q: Tensor, eps: float, max_iter: int, thresh: float,
     done = ops.zeros((), ms.bool_)
     for _ in range(max_iter):
         m = (-cost + u.expand_dims(1) + v.expand_dims(0)) / eps
-        u_new = eps * (log_marg - _logsumexp(m, 1)) + u
+        u_new = eps * (log_marg - _logsumexp(m, 1, lse)) + u
         m = (-cost + u_new.expand_dims(1) + v.expand_dims(0)) / eps
-        v_new = eps * (log_marg - _logsumexp(m, 0)) + v
+        v_new = eps * (log_marg - _logsumexp(m, 0, lse)) + v
         converged = ops.abs(u_new - u).sum() < thresh
         if host_stop:
             u, v = u_new, v_new
             if bool(converged.asnumpy()):
                 break
             continue
+        # fixed trips, converged iterates frozen: the early-stopping loop's values and gradients
         u = ops.where(done, u, u_new)
         v = ops.where(done, v, v_new)
         done = ops.logical_or(done, converged)
@@ -232,7 +242,9 @@ def _sinkhorn(p: Tensor, q: Tensor, eps: float, max_iter: int, thresh: float,
     return (pi * cost).sum()
 
 
-def cml_loss(out: Mapping[str, Tensor], eps: float = 0.01, max_iter: int = 100) -> Tensor:
+def cml_loss(
+    out: Mapping[str, Tensor], eps: float = 0.01, max_iter: int = 100, lse: str = "legacy"
+) -> Tensor:
     """Conventional mutual learning: sinkhorn_cost(softmax(i_obs.logits), softmax(v_obs.logits))."""
     a, b = CML_PAIR
     return sinkhorn_cost(
@@ -240,6 +252,7 @@ def cml_loss(out: Mapping[str, Tensor], eps: float = 0.01, max_iter: int = 100) 
         ops.softmax(out[b + ".logits"].astype(ms.float32), 1),
         eps,
         max_iter,
+        lse=lse,
     )
 
 
@@ -296,11 +309,12 @@ def mvd_loss(
         elif name == "tri":
             terms[name] = triplet_loss(out, labels, modality, loss_cfg)
         elif name == "cml":
-            terms[name] = cml_loss(out, loss_cfg.sinkhorn_eps, loss_cfg.sinkhorn_iters)
+            terms[name] = cml_loss(out, loss_cfg.sinkhorn_eps, loss_cfg.sinkhorn_iters,
+                                   loss_cfg.cml_lse)
         elif name == "vsd":
             terms[name] = vsd_loss(out, loss_cfg.kl, loss_cfg.temperature)
         elif name == "vcd":
-            terms[name] = vcd_loss(out, loss_cfg.kl, loss_cfg.temperature)
+            terms[name] = vcd_loss(out, loss_cfg.kl)  # the PT code's VCD has no temperature
         else:  # pragma: no cover - PRESET_WEIGHTS and this function are written together
             raise ValueError(f"unknown loss term {name!r}")
     total = None
@@ -351,6 +365,10 @@ class _MVDLoss(nn.Cell):
         self.temp = float(loss_cfg.temperature)
         self.sk_eps = float(loss_cfg.sinkhorn_eps)
         self.sk_iters = int(loss_cfg.sinkhorn_iters)
+        if loss_cfg.cml_lse not in CML_LSE_MODES:
+            raise ValueError(f"loss.cml_lse: {loss_cfg.cml_lse!r} is not one of "
+                             f"{', '.join(CML_LSE_MODES)}")
+        self.sk_lse = loss_cfg.cml_lse
         self.host_stop = bool(host_stop)
         self.bw = tuple((_OBS_TAPS[k][0], _OBS_TAPS[k][1], float(w))
                         for k, w in BRANCH_WEIGHTS.items())
@@ -382,7 +400,8 @@ class _MVDLoss(nn.Cell):
         if self.use["cml"]:
             a, b = self.cml_pair
             t = _sinkhorn(ops.softmax(outs[a], 1), ops.softmax(outs[b], 1),
-                          self.sk_eps, self.sk_iters, SINKHORN_THRESH, self.host_stop)
+                          self.sk_eps, self.sk_iters, SINKHORN_THRESH, self.host_stop,
+                          self.sk_lse)
             vals.append(t)
             total = total + self.w["cml"] * t
         if self.use["vsd"]:
@@ -393,8 +412,8 @@ class _MVDLoss(nn.Cell):
             total = total + self.w["vsd"] * t
         if self.use["vcd"]:
             t = ops.zeros((), ms.float32)
-            for ti, si, w in self.vcd_pairs:
-                t = t + w * kl_div(outs[ti], outs[si], self.kl, self.temp)
+            for ti, si, w in self.vcd_pairs:  # no temperature, as the PT code's VCD
+                t = t + w * kl_div(outs[ti], outs[si], self.kl, 1.0)
             vals.append(t)
             total = total + self.w["vcd"] * t
         vals.append(total)

@@ -10,7 +10,9 @@ Parity notes (SPEC §8):
   pads asymmetrically, TF style);
 - the stem max-pool is ``MaxPool2d(3, 2, pad_mode='pad', padding=1)``: explicit symmetric
   padding, torch's ``MaxPool2d(3, 2, 1)`` (tested against torch and NumPy);
-- BatchNorm eps 1e-5, momentum 0.9 (MindSpore convention = 1 − torch's 0.1).
+- BatchNorm eps 1e-5, momentum 0.9 (MindSpore convention = 1 − torch's 0.1); every bottleneck's
+  bn3 takes ``model.bn3_eps`` / ``model.bn3_momentum`` (torch convention; mvd-ms: 1e-3, 0.003 =
+  MindSpore 0.997, as MS's model-zoo ResNet-50).
 
 Dropout in the VIB classifier takes its mask as an input (``masks``), drawn by the backend from a
 seeded NumPy generator it owns (exact resume, identical in both execution modes); ``masks=None``
@@ -34,8 +36,9 @@ GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 _NORM_EPS = 1e-12
 
 
-def _bn2d(n: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(n, eps=BN_EPS, momentum=_MS_BN_MOMENTUM)
+def _bn2d(n: int, eps: float = BN_EPS, momentum: float = BN_MOMENTUM) -> nn.BatchNorm2d:
+    """``momentum`` in the torch convention (converted to MindSpore's 1 − momentum here)."""
+    return nn.BatchNorm2d(n, eps=eps, momentum=1.0 - momentum)
 
 
 def _bn1d(n: int) -> nn.BatchNorm1d:
@@ -56,16 +59,20 @@ def _dense(ci: int, co: int, bias: bool = True) -> nn.Dense:
 
 
 class Bottleneck(nn.Cell):
-    """torchvision's Bottleneck (stride on conv2, 'ResNet v1.5')."""
+    """torchvision's Bottleneck (stride on conv2, 'ResNet v1.5'); ``bn3_eps``/``bn3_momentum``
+    (torch convention) for the last BatchNorm (MS's model zoo: 1e-3 / 0.997 = torch 0.003)."""
 
-    def __init__(self, inplanes: int, planes: int, stride: int, downsample: bool) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int, downsample: bool,
+        bn3_eps: float = BN_EPS, bn3_momentum: float = BN_MOMENTUM,
+    ) -> None:
         super().__init__()
         self.conv1 = _conv(inplanes, planes, 1)
         self.bn1 = _bn2d(planes)
         self.conv2 = _conv(planes, planes, 3, stride, 1)
         self.bn2 = _bn2d(planes)
         self.conv3 = _conv(planes, planes * EXPANSION, 1)
-        self.bn3 = _bn2d(planes * EXPANSION)
+        self.bn3 = _bn2d(planes * EXPANSION, bn3_eps, bn3_momentum)
         self.relu = nn.ReLU()
         self.has_down = downsample
         if downsample:
@@ -98,7 +105,10 @@ class _MaxPoolSym(nn.Cell):
 class ResNet50Trunk(nn.Cell):
     """A torchvision ResNet-50 without avgpool/fc, base width ``width``, torchvision names."""
 
-    def __init__(self, width: int, last_stride: int) -> None:
+    def __init__(
+        self, width: int, last_stride: int,
+        bn3_eps: float = BN_EPS, bn3_momentum: float = BN_MOMENTUM,
+    ) -> None:
         super().__init__()
         self.conv1 = _conv(3, width, 7, 2, 3)
         self.bn1 = _bn2d(width)
@@ -111,7 +121,8 @@ class ResNet50Trunk(nn.Cell):
             stride = 1 if li == 1 else (last_stride if li == 4 else 2)
             blocks = []
             for bi in range(nblocks):
-                blocks.append(Bottleneck(inplanes, planes, stride if bi == 0 else 1, bi == 0))
+                blocks.append(Bottleneck(inplanes, planes, stride if bi == 0 else 1, bi == 0,
+                                         bn3_eps, bn3_momentum))
                 inplanes = planes * EXPANSION
             layers.append(nn.SequentialCell(blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
@@ -177,7 +188,7 @@ class Branch(nn.Cell):
         super().__init__()
         fd = feat_dim(cfg)
         self.use_cam = cfg.cam
-        self.trunk = ResNet50Trunk(cfg.width, cfg.last_stride)
+        self.trunk = ResNet50Trunk(cfg.width, cfg.last_stride, cfg.bn3_eps, cfg.bn3_momentum)
         if cfg.cam:
             self.cam2 = ChannelAttention()
             self.cam3 = ChannelAttention()
@@ -185,7 +196,7 @@ class Branch(nn.Cell):
         self.bnneck = _bn1d(fd)
         if not cfg.bnneck_bias:
             self.bnneck.beta.requires_grad = False
-        self.classifier = _dense(fd, num_classes, bias=False)
+        self.classifier = _dense(fd, num_classes)  # with a bias, as both public codes
         self.vib = VIB(fd, cfg, num_classes)
 
     def observe(self, x: Tensor) -> tuple[Tensor, Tensor]:

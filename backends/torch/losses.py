@@ -21,6 +21,7 @@ from torch import Tensor
 from mvd_core.config import LossConfig
 from mvd_core.losses_spec import (
     BRANCH_WEIGHTS,
+    CML_LSE_MODES,
     CML_PAIR,
     DIST_CLIP,
     KL_MODES,
@@ -28,6 +29,7 @@ from mvd_core.losses_spec import (
     NORMALIZE_EPS,
     RLL_EPS,
     RLL_TVAL,
+    SINKHORN_LSE_EPS,
     SINKHORN_MARGINAL_EPS,
     SINKHORN_THRESH,
     VCD_PAIRS,
@@ -174,10 +176,12 @@ def sinkhorn_cost(
     eps: float = 0.01,
     max_iter: int = 100,
     thresh: float = SINKHORN_THRESH,
+    lse: str = "legacy",
 ) -> Tensor:
     """Entropic OT cost Σ π⊙Cost between the rows of p and q (uniform marginals, squared-L2
     cost), log-domain Sinkhorn with gradient through the iterations; stops after the iteration
-    where Σ|u − u_prev| < thresh (see the reference's ``sinkhorn_plan``)."""
+    where Σ|u − u_prev| < thresh (see the reference's ``sinkhorn_plan``). ``lse``: "legacy" =
+    the PT code's log(Σ exp + 1e-6), "exact" = torch.logsumexp (``loss.cml_lse``)."""
     p = _f(p)
     q = _f(q).to(p.dtype)
     nb = p.shape[0]
@@ -186,7 +190,7 @@ def sinkhorn_cost(
             f"sinkhorn: p and q must have the same number of rows, got {nb} and {q.shape[0]}"
         )
     cost = torch.sum((p[:, None, :] - q[None, :, :]) ** 2, dim=-1)
-    pi = _sinkhorn_plan(cost, eps, max_iter, thresh, sync_free=p.device.type != "cpu")
+    pi = _sinkhorn_plan(cost, eps, max_iter, thresh, sync_free=p.device.type != "cpu", lse=lse)
     return torch.sum(pi * cost)
 
 
@@ -196,6 +200,7 @@ def _sinkhorn_plan(
     max_iter: int = 100,
     thresh: float = SINKHORN_THRESH,
     sync_free: bool = False,
+    lse: str = "legacy",
 ) -> Tensor:
     """The transport plan π for a square ``cost`` matrix (uniform marginals), log domain.
 
@@ -203,6 +208,14 @@ def _sinkhorn_plan(
     read a device value every iteration), keep iterating with the converged u, v frozen via
     ``where`` -- the same values and the same gradients, no device→host synchronisation.
     """
+    if lse not in CML_LSE_MODES:
+        raise ValueError(f"loss.cml_lse: {lse!r} is not one of {', '.join(CML_LSE_MODES)}")
+
+    def row_lse(a: Tensor, dim: int) -> Tensor:
+        if lse == "exact":
+            return torch.logsumexp(a, dim=dim)
+        return torch.log(torch.exp(a).sum(dim=dim) + SINKHORN_LSE_EPS)  # PT: not max-shifted
+
     nb = cost.shape[0]
     log_marg = torch.log(
         torch.full((nb,), 1.0 / nb, dtype=cost.dtype, device=cost.device) + SINKHORN_MARGINAL_EPS
@@ -216,8 +229,8 @@ def _sinkhorn_plan(
     done = torch.zeros((), dtype=torch.bool, device=cost.device)
     for _ in range(max_iter):
         u_prev = u
-        u_new = eps * (log_marg - torch.logsumexp(m_of(u, v), dim=1)) + u
-        v_new = eps * (log_marg - torch.logsumexp(m_of(u_new, v), dim=0)) + v
+        u_new = eps * (log_marg - row_lse(m_of(u, v), 1)) + u
+        v_new = eps * (log_marg - row_lse(m_of(u_new, v), 0)) + v
         converged = torch.sum(torch.abs(u_new - u_prev)) < thresh
         if sync_free:
             u = torch.where(done, u, u_new)
@@ -230,7 +243,9 @@ def _sinkhorn_plan(
     return torch.exp(m_of(u, v))
 
 
-def cml_loss(out: Mapping[str, Tensor], eps: float = 0.01, max_iter: int = 100) -> Tensor:
+def cml_loss(
+    out: Mapping[str, Tensor], eps: float = 0.01, max_iter: int = 100, lse: str = "legacy"
+) -> Tensor:
     """Conventional mutual learning: sinkhorn_cost(softmax(i_obs.logits), softmax(v_obs.logits))."""
     a, b = CML_PAIR
     return sinkhorn_cost(
@@ -238,6 +253,7 @@ def cml_loss(out: Mapping[str, Tensor], eps: float = 0.01, max_iter: int = 100) 
         torch.softmax(_f(out[f"{b}.logits"]), dim=1),
         eps,
         max_iter,
+        lse=lse,
     )
 
 
@@ -300,11 +316,13 @@ def mvd_loss(
         elif name == "tri":
             terms[name] = triplet_loss(out, labels, modality, loss_cfg)
         elif name == "cml":
-            terms[name] = cml_loss(out, loss_cfg.sinkhorn_eps, loss_cfg.sinkhorn_iters)
+            terms[name] = cml_loss(
+                out, loss_cfg.sinkhorn_eps, loss_cfg.sinkhorn_iters, loss_cfg.cml_lse
+            )
         elif name == "vsd":
             terms[name] = vsd_loss(out, loss_cfg.kl, loss_cfg.temperature)
         elif name == "vcd":
-            terms[name] = vcd_loss(out, loss_cfg.kl, loss_cfg.temperature)
+            terms[name] = vcd_loss(out, loss_cfg.kl)  # the PT code's VCD has no temperature
         else:  # pragma: no cover - PRESET_WEIGHTS and this function are written together
             raise ValueError(f"unknown loss term {name!r}")
     total: Tensor | None = None

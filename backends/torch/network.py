@@ -32,8 +32,8 @@ OBS_SOURCES: dict[str, tuple[str, str]] = {
 REP_OF_OBS: dict[str, str] = dict(zip(OBSERVATIONS, REPRESENTATIONS, strict=True))
 
 
-def _bn2d(n: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(n, eps=BN_EPS, momentum=BN_MOMENTUM)
+def _bn2d(n: int, eps: float = BN_EPS, momentum: float = BN_MOMENTUM) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(n, eps=eps, momentum=momentum)
 
 
 def _bn1d(n: int) -> nn.BatchNorm1d:
@@ -41,16 +41,20 @@ def _bn1d(n: int) -> nn.BatchNorm1d:
 
 
 class Bottleneck(nn.Module):
-    """ResNet v1.5 bottleneck: 1×1 → 3×3 (stride here) → 1×1, projection shortcut if needed."""
+    """ResNet v1.5 bottleneck: 1×1 → 3×3 (stride here) → 1×1, projection shortcut if needed.
+    ``bn3_eps``/``bn3_momentum``: the last BatchNorm's (MS's model zoo: 1e-3 / torch 0.003)."""
 
-    def __init__(self, inplanes: int, planes: int, stride: int, downsample: bool) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int, downsample: bool,
+        bn3_eps: float = BN_EPS, bn3_momentum: float = BN_MOMENTUM,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = _bn2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = _bn2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * EXPANSION, 1, bias=False)
-        self.bn3 = _bn2d(planes * EXPANSION)
+        self.bn3 = _bn2d(planes * EXPANSION, bn3_eps, bn3_momentum)
         self.relu = nn.ReLU(inplace=True)
         self.downsample: nn.Module | None = None
         if downsample:
@@ -70,7 +74,10 @@ class Bottleneck(nn.Module):
 class ResNet50Trunk(nn.Module):
     """torchvision-layout ResNet-50 without ``avgpool``/``fc``, base width ``width``."""
 
-    def __init__(self, width: int = 64, last_stride: int = 2) -> None:
+    def __init__(
+        self, width: int = 64, last_stride: int = 2,
+        bn3_eps: float = BN_EPS, bn3_momentum: float = BN_MOMENTUM,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = _bn2d(width)
@@ -83,7 +90,8 @@ class ResNet50Trunk(nn.Module):
             blocks = []
             for bi in range(nblocks):
                 blocks.append(
-                    Bottleneck(inplanes, planes, stride if bi == 0 else 1, downsample=bi == 0)
+                    Bottleneck(inplanes, planes, stride if bi == 0 else 1, downsample=bi == 0,
+                               bn3_eps=bn3_eps, bn3_momentum=bn3_momentum)
                 )
                 inplanes = planes * EXPANSION
             self.add_module(f"layer{li}", nn.Sequential(*blocks))
@@ -173,14 +181,14 @@ class Branch(nn.Module):
         super().__init__()
         fd = feat_dim(cfg)
         self.use_cam = cfg.cam
-        self.trunk = ResNet50Trunk(cfg.width, cfg.last_stride)
+        self.trunk = ResNet50Trunk(cfg.width, cfg.last_stride, cfg.bn3_eps, cfg.bn3_momentum)
         if cfg.cam:
             self.cam2 = ChannelAttention()
             self.cam3 = ChannelAttention()
             self.cam4 = ChannelAttention()
         self.bnneck = _bn1d(fd)
         self.bnneck.bias.requires_grad_(cfg.bnneck_bias)
-        self.classifier = nn.Linear(fd, num_classes, bias=False)
+        self.classifier = nn.Linear(fd, num_classes)  # with a bias, as both public codes
         self.vib = VIB(
             fd, cfg.vib_hidden, cfg.vib_dim, cfg.vib_cls_hidden, num_classes, cfg.dropout
         )
