@@ -23,9 +23,16 @@ class RunLog:
     (which will be re-done) are dropped first; a fresh run starts an empty file. Extra sinks
     (e.g. a TensorBoard writer) receive every record too."""
 
-    def __init__(self, path: Path, resume_step: int | None, sinks: tuple[Sink, ...] = ()) -> None:
+    def __init__(self, path: Path, resume_step: int | None, sinks: tuple[Sink, ...] = (),
+                 tensorboard: bool = True) -> None:
         self.path = path
         self.sinks = list(sinks)
+        if tensorboard:  # event files next to the log (mvd_core.tensorboard)
+            from mvd_core.tensorboard import tensorboard_sink
+
+            tb = tensorboard_sink(path.parent, resume_step)
+            if tb is not None:
+                self.sinks.append(tb)
         if resume_step is not None and path.exists():
             keep = []
             for line in path.read_text().splitlines():
@@ -50,6 +57,10 @@ class RunLog:
 
     def close(self) -> None:
         self.f.close()
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

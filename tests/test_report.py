@@ -161,3 +161,40 @@ def test_report_command_with_parity_and_errors(trained, tmp_path):
     (run / "parity-test.json").unlink()
     r = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "no such run folder" in r.output
+
+
+# ------------------------------------------------------------------ TensorBoard event files
+
+
+def _events(folder):
+    """(tag, step, value) of every scalar in the TFRecord event files (read by hand)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for f in sorted(folder.glob("events.out.tfevents.*")):
+        data = f.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4
+            for v in ev.summary.value:
+                out.append((v.tag, ev.step, v.simple_value))
+    return out
+
+
+@pytest.mark.torch
+def test_tensorboard_events_follow_the_log(trained):
+    run, _ = trained
+    events = _events(run / "tensorboard")
+    recs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "total" in r]
+    for k in ("total", "id", "tri", "vsd", "vcd"):
+        got = [(s, v) for t, s, v in events if t == f"loss/{k}"]
+        assert got == [(r["global_step"], pytest.approx(r[k], rel=1e-6)) for r in steps]
+    assert [s for t, s, _ in events if t == "train/lr"] == [r["global_step"] for r in steps]
+    final = [r for r in recs if r.get("eval") == "test"][-1]
+    (m,) = [v for t, s, v in events if t == "eval/test/mAP"]
+    assert m == pytest.approx(final["mAP"], rel=1e-6)
