@@ -554,3 +554,47 @@ def test_kill_9_mid_epoch_then_resume_reproduces_every_loss(trained, tmp_path, s
     assert not (run / ".lock").exists()
     a, b = load_checkpoint(trained).params, load_checkpoint(run).params
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------- file modes
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mode & 0o777 for p in sorted(folder.rglob("*"))}
+
+
+def test_outputs_are_0666_minus_umask_not_0600(trained, tmp_path):
+    """Run outputs, converted weights (.npz, .pth, .safetensors) and synthetic data sets get the
+    mode a plain open()/mkdir gives (mkstemp's 0600 / mkdtemp's 0700 used to leak through)."""
+    from mvd_core.convert import write_params
+    from mvd_core.data.synth import synth_regdb
+
+    files, dirs = 0o666 & ~_umask(), 0o777 & ~_umask()
+    for name, mode in _modes(trained).items():
+        assert mode == (dirs if (trained / name).is_dir() else files), name
+    params = load_checkpoint(trained).params
+    for suffix in (".npz", ".pth", ".safetensors"):
+        p = write_params(params, tmp_path / f"w{suffix}")
+        assert p.stat().st_mode & 0o777 == files, suffix
+    synth_regdb(tmp_path / "regdb", ids=4, images_per_modality=2, seed=0)
+    for name, mode in _modes(tmp_path / "regdb").items():
+        assert mode == (dirs if (tmp_path / "regdb" / name).is_dir() else files), name
+    assert (tmp_path / "regdb").stat().st_mode & 0o777 == dirs
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["regdb", "w.npz", "w.pth", "w.safetensors"]
+
+
+@pytest.mark.mindspore
+def test_mindspore_ckpt_is_not_0400(tmp_path):
+    """MindSpore's save_checkpoint leaves 0400; the writer gives 0o666 & ~umask. In a fresh
+    process: MindSpore's protobuf modules cannot be imported after tensorboardX's."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from mvd_backends.mindspore.convert import save_checkpoint
+        save_checkpoint({"a": np.ones(3, np.float32)}, sys.argv[1])
+        """
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.ckpt")], check=True, env=_env(),
+                   timeout=300, capture_output=True)
+    assert (tmp_path / "x.ckpt").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert os.listdir(tmp_path) == ["x.ckpt"]
