@@ -255,7 +255,7 @@ def test_recipes_augment_like_their_public_code() -> None:
     from mvd_core.config import load_config
 
     ms, pt = load_config("mvd-ms").data, load_config("mvd-pt").data
-    assert ms.pad == 0 and pt.pad == 0  # neither code shifts images
+    assert ms.pad == 0 and pt.pad == 0 and load_config("tiny").data.pad == 0  # neither code shifts images
     assert (ms.augment, ms.erasing, ms.erasing_p, ms.resize) == ("ms", "ms", 0.5, "lanczos")
     assert (pt.augment, pt.resize) == ("pt", "bilinear")
 
