@@ -11,7 +11,7 @@ from mvd_core import __version__
 
 #: command modules (cli/<name>.py), registered in this order; each has `register(app)`
 COMMANDS = ("info", "train", "eval", "demo", "synth", "prepare", "convert", "parity",
-            "extract", "rank", "report")
+            "extract", "rank", "report", "export")
 
 app = typer.Typer(
     name="mvd",

@@ -42,7 +42,7 @@ from mvd_core.testtime import TestTimeFeatures, raw_feature_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Model", "Ranking", "load_model", "resolve_images", "ids_from_paths", "as_imageset"]
+__all__ = ["Model", "Ranking", "load_model", "load_backend", "resolve_images", "ids_from_paths", "as_imageset"]
 
 #: one image source: see the module docstring
 Images = Union[str, os.PathLike, Sequence[str], np.ndarray, Any]
@@ -306,6 +306,22 @@ def load_model(
     the fallback for a bare parameter file), then ``overrides``, then ``backend``/``device``.
     Every parameter must load (strict).
     """
+    net, cfg, path = load_backend(run_or_file, backend, device, config, overrides, raw=True)
+    return Model(net, cfg, path)
+
+
+def load_backend(
+    run_or_file: str | os.PathLike[str],
+    backend: str | None = None,
+    device: str | None = None,
+    config: Config | str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    raw: bool = False,
+) -> tuple[Any, Config, Path]:
+    """(backend with the checkpoint's parameters, the run's config, checkpoint path), as
+    :func:`load_model`; ``raw``: the backend returns unnormalised features
+    (:func:`~mvd_core.testtime.raw_feature_config`), else the run's own test features."""
     from mvd_core.checkpoint import load_checkpoint
     from mvd_core.devices import normalize_device
     from mvd_core.registry import create_backend
@@ -325,10 +341,10 @@ def load_model(
     weight = ckpt.params.get("v.classifier.weight")
     if weight is None:
         raise MvdError(f"{path}: no v.classifier.weight: not an MVD checkpoint")
-    net = create_backend(raw_feature_config(cfg), int(weight.shape[0]))
+    net = create_backend(raw_feature_config(cfg) if raw else cfg, int(weight.shape[0]))
     net.load_state(ckpt.params, strict=True)
     log.info("loaded %s on %s (%s)", path, run.backend, run.device)
-    return Model(net, cfg, path)
+    return net, cfg, path
 
 
 # --------------------------------------------------------------------------------- feature files

@@ -11,10 +11,20 @@ the checkpoint's step (they are re-done), as the run log drops its records.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def prefer_python_protobuf() -> None:
+    """Before importing a protobuf user (tensorboardX, onnx): choose protobuf's pure-Python
+    implementation, as ``import mindspore`` does (``_set_pb_env``) before loading its own
+    descriptors. The implementation is fixed by the first protobuf import of the process; had
+    tensorboardX chosen the default (upb) one, a later ``import mindspore`` would fail with
+    "Descriptors cannot be created directly". An explicit user setting is kept."""
+    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
 #: sub-folder of the run folder holding the event files
 FOLDER = "tensorboard"
@@ -27,6 +37,7 @@ class TensorBoardSink:
     """``sink(record)`` for every run-log record; ``close()`` flushes the event file."""
 
     def __init__(self, logdir: Path, purge_step: int | None = None) -> None:
+        prefer_python_protobuf()
         from tensorboardX import SummaryWriter
 
         self.logdir = Path(logdir)
