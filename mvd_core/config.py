@@ -212,7 +212,7 @@ class Config:
 
 #: allowed values of the string fields that are choices
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("sysu", "regdb"),
+    "data.dataset": ("sysu", "regdb", "manifest"),
     "data.sampler": ("ms", "pt"),
     "data.augment": ("ms", "pt"),
     "data.resize": ("lanczos", "bilinear"),

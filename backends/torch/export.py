@@ -19,7 +19,7 @@ from torch import nn
 from mvd_core.errors import MvdError
 
 #: ONNX opset of the exported graphs
-OPSET = 17
+_OPSET = 17
 
 
 class _Extract(nn.Module):
@@ -46,7 +46,7 @@ def export_onnx(backend: Any, path: str | os.PathLike[str], height: int, width: 
         with torch.no_grad():
             torch.onnx.export(module, (example,), tmp, input_names=["images"],
                               output_names=["features"], dynamic_axes=dynamic,
-                              opset_version=OPSET, dynamo=False)
+                              opset_version=_OPSET, dynamo=False)
         os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:

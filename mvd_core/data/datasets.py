@@ -712,7 +712,11 @@ def load_train(cfg: DataConfig) -> TrainSet:
         return load_sysu_raw_train(_root(cfg))
     if cfg.dataset == "regdb":
         return load_regdb_train(_root(cfg), cfg.trial)
-    raise DataError(f"data.dataset: expected sysu or regdb, got {cfg.dataset!r}")
+    if cfg.dataset == "manifest":  # your own data: a CSV (mvd_core.data.manifest)
+        from mvd_core.data.manifest import load_manifest_train
+
+        return load_manifest_train(_root(cfg))
+    raise DataError(f"data.dataset: expected sysu, regdb or manifest, got {cfg.dataset!r}")
 
 
 def load_test(cfg: DataConfig, regdb_mode: str = "v2t") -> TestSet:
@@ -722,7 +726,11 @@ def load_test(cfg: DataConfig, regdb_mode: str = "v2t") -> TestSet:
         return load_sysu_test(_root(cfg))
     if cfg.dataset == "regdb":
         return load_regdb_test(_root(cfg), cfg.trial, regdb_mode)
-    raise DataError(f"data.dataset: expected sysu or regdb, got {cfg.dataset!r}")
+    if cfg.dataset == "manifest":
+        from mvd_core.data.manifest import load_manifest_test
+
+        return load_manifest_test(_root(cfg), regdb_mode)
+    raise DataError(f"data.dataset: expected sysu, regdb or manifest, got {cfg.dataset!r}")
 
 
 def carve_validation(train: TrainSet, n_ids: int, seed: int) -> tuple[TrainSet, TestSet]:
