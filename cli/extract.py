@@ -46,7 +46,7 @@ def extract(
         raise MvdError(f"--out {out}: expected a .safetensors, .npz or .npy file name")
     paths = resolve_images(images)
     model = load_model(resume, backend.value if backend else None, device, config, list(sets or []))
-    feats = model.extract(paths, modality.value, flip=flip, batch_size=batch_size)
+    feats = model.extract(paths, modality.value, flip=flip, batch_size=batch_size, progress=True)
     meta = {"checkpoint": str(model.source), "backend": model.backend.name, "modality": modality.value,
             "flip": flip, "feat_norm": model.cfg.model.feat_norm}
     save_features(out, feats, paths, meta)

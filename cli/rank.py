@@ -46,7 +46,7 @@ def rank(
     model = load_model(resume, backend.value if backend else None, device, config, list(sets or []))
     ranking = model.rank(query, gallery, top=top, query_modality=query_modality.value,
                          gallery_modality=gallery_modality.value, flip=flip, rerank=rerank,
-                         batch_size=batch_size)
+                         batch_size=batch_size, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     data = ranking.to_dict()
     data.update({"checkpoint": str(model.source), "flip": flip, "rerank": rerank})

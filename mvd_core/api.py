@@ -242,13 +242,16 @@ class Model:
         return dataclasses.replace(self.cfg, eval=dataclasses.replace(self.cfg.eval, batch_size=batch_size))
 
     def extract(self, images: Images, modality: str, flip: bool = False,
-                batch_size: int | None = None) -> np.ndarray:
+                batch_size: int | None = None, progress: bool | Any = False) -> np.ndarray:
         """Test features (N, D) float32 of ``images`` seen as ``modality``; ``flip``: the mean
-        feature of each image and its mirror, then the normalisation."""
+        feature of each image and its mirror, then the normalisation. ``progress``: True for a
+        bar on a terminal, or a ``(done, total)`` callback."""
+        from mvd_core.data.imageio import progress_callback
         from mvd_core.features import extract
 
         imageset = as_imageset(images, modality)
-        return extract(self.features(flip), imageset, modality, self._cfg(batch_size))
+        return extract(self.features(flip), imageset, modality, self._cfg(batch_size),
+                       progress_callback(progress, f"extract {modality}"))
 
     def evaluate(self, testset: Any = None, *, flip: bool = False, rerank: bool = False,
                  trials: int | None = None, overrides: Sequence[str] = ()) -> Any:
@@ -266,7 +269,7 @@ class Model:
     def rank(self, query: Images, gallery: Images, *, top: int = 10,
              query_modality: str = "thermal", gallery_modality: str = "visible",
              flip: bool = False, rerank: bool | Any = False,
-             batch_size: int | None = None) -> Ranking:
+             batch_size: int | None = None, progress: bool | Any = False) -> Ranking:
         """The ``top`` nearest gallery images of every query (the run's ``eval.metric``;
         ``rerank``: True or a :class:`~mvd_core.rerank.RerankConfig` for k-reciprocal
         re-ranking)."""
@@ -275,8 +278,8 @@ class Model:
 
         q = as_imageset(query, query_modality)
         g = as_imageset(gallery, gallery_modality)
-        qf = self.extract(q, query_modality, flip, batch_size)
-        gf = self.extract(g, gallery_modality, flip, batch_size)
+        qf = self.extract(q, query_modality, flip, batch_size, progress)
+        gf = self.extract(g, gallery_modality, flip, batch_size, progress)
         if rerank:
             rc = rerank if isinstance(rerank, RerankConfig) else RerankConfig()
             dist = k_reciprocal_rerank(qf, gf, rc.k1, rc.k2, rc.lam)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,9 +21,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
-def extract(backend: Backend, imageset: ImageSet, modality: str, cfg: Config) -> np.ndarray:
+def extract(backend: Backend, imageset: ImageSet, modality: str, cfg: Config,
+            progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Test features of every image of an ImageSet, streamed in chunks of ``eval.batch_size``
-    (never all images in memory at once)."""
+    (never all images in memory at once); ``progress(done, total)`` after every chunk."""
     from mvd_core.data.datasets import load_images
     from mvd_core.data.transforms import test_images
 
@@ -36,6 +37,8 @@ def extract(backend: Backend, imageset: ImageSet, modality: str, cfg: Config) ->
     for start in range(0, n, chunk):
         raw = load_images(imageset, np.arange(start, min(n, start + chunk)), h, w, cfg.data.resize)
         feats.append(backend.extract_features(test_images(raw, h, w, cfg.data.resize), modality))
+        if progress is not None:
+            progress(min(n, start + chunk), n)
     return np.concatenate(feats, axis=0)
 
 

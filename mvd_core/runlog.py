@@ -75,26 +75,29 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 
 class ConsoleProgress:
-    """A live line on a terminal, a log line every ``every`` steps otherwise."""
+    """A live tqdm bar per epoch on a terminal (:mod:`mvd_core.progress`), a log line every
+    ``every`` steps otherwise."""
 
     def __init__(self, total_epochs: int, steps_per_epoch: int, every: int) -> None:
         self.total_epochs = total_epochs
         self.steps = steps_per_epoch
         self.every = max(1, every)
         self.tty = sys.stderr.isatty()
+        self._bar: Any = None
 
     def update(self, epoch: int, step: int, lr: float, losses: dict[str, float], ips: float) -> None:
         terms = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
-        width = 20
-        done = int(width * step / max(1, self.steps))
-        line = (
-            f"epoch {epoch}/{self.total_epochs} [{'#' * done}{'.' * (width - done)}] "
-            f"{step}/{self.steps} lr {lr:.2e} {terms} {ips:.0f} img/s"
-        )
         if self.tty:
-            sys.stderr.write("\r" + line[:200])
-            sys.stderr.flush()
+            from mvd_core.progress import EpochBar
+
+            if self._bar is None or step == 1:
+                if self._bar is not None:
+                    self._bar.close()
+                self._bar = EpochBar(epoch, self.total_epochs, self.steps)
+            self._bar.step(f"lr {lr:.2e} {terms} {ips:.0f} img/s")
             if step == self.steps:
-                sys.stderr.write("\n")
+                self._bar.close()
+                self._bar = None
         elif step % self.every == 0 or step == self.steps:
-            log.info(line)
+            log.info("epoch %d/%d step %d/%d lr %.2e %s %.0f img/s",
+                     epoch, self.total_epochs, step, self.steps, lr, terms, ips)

@@ -125,3 +125,44 @@ def test_inputs_and_errors(tmp_path, sysu_root):
         load_model(tmp_path)
     idx, d = top_k(np.array([[3.0, 1.0, 1.0, 0.0]]), 3)
     assert idx.tolist() == [[3, 1, 2]] and d.tolist() == [[0.0, 1.0, 1.0]]
+
+
+class _Tty:
+    """A stderr that says it is a terminal (tqdm draws only there)."""
+
+    def __init__(self):
+        import io
+
+        self.buf = io.StringIO()
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        return self.buf.write(s)
+
+    def flush(self):
+        pass
+
+
+def test_progress_callback_and_bars(model, query, monkeypatch):
+    calls = []
+    model.extract(query, "thermal", batch_size=7, progress=lambda d, t: calls.append((d, t)))
+    n = len(query)
+    assert calls == [(min(n, k), n) for k in range(7, n + 7, 7)]
+
+    from mvd_core.data.imageio import progress_callback
+    from mvd_core.runlog import ConsoleProgress
+
+    tty = _Tty()
+    monkeypatch.setattr("sys.stderr", tty)
+    bar = progress_callback(True, "extract thermal")
+    for d in (4, 8, 10):
+        bar(d, 10)
+    out = tty.buf.getvalue()
+    assert "extract thermal" in out and "10/10" in out and "img/s" in out  # tqdm: rate, ETA
+    con = ConsoleProgress(2, 3, 10)
+    for s in (1, 2, 3):
+        con.update(1, s, 1e-3, {"total": 1.5}, 12.0)
+    out = tty.buf.getvalue()
+    assert "epoch 1/2" in out and "3/3" in out and "total 1.5000" in out

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,33 +73,13 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
 ProgressFn = Callable[[int, int], None]
 
 
-class TextProgress:
-    """A minimal progress bar on stderr (stdlib only): ``label [#####.....] done/total``.
-
-    Redraws at most every ``interval`` seconds and once at the end. Used by library code when the
-    caller asks for progress but passes no callback of its own.
-    """
-
-    def __init__(self, label: str, interval: float = 0.2, width: int = 30) -> None:
-        self.label, self.interval, self.width = label, interval, width
-        self._last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last < self.interval:
-            return
-        self._last = now
-        frac = done / total if total else 1.0
-        bar = "#" * int(round(frac * self.width))
-        end = "\n" if done >= total else ""
-        sys.stderr.write(f"\r{self.label} [{bar:<{self.width}}] {done}/{total}{end}")
-        sys.stderr.flush()
-
-
 def progress_callback(progress: bool | ProgressFn | None, label: str) -> ProgressFn | None:
-    """``True`` → a :class:`TextProgress`; a callable is used as is; ``False``/None → none."""
+    """``True`` → a progress bar (:class:`mvd_core.progress.Bar`, tqdm); a callable is used as
+    is; ``False``/None → none."""
     if progress is True:
-        return TextProgress(label)
+        from mvd_core.progress import Bar
+
+        return Bar(label)
     if callable(progress):
         return progress
     return None
