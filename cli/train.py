@@ -118,6 +118,45 @@ def seed_flag_overrides(
     return o
 
 
+def _launch_workers(config, sets, backend, device, ms_mode, extra, resume) -> bool:  # noqa: ANN001
+    """``run.nproc`` > 1 in a single process: re-run this command line in that many workers
+    under the framework's launcher (mvd_core.distributed.launch) and report; True if it did."""
+    import sys
+    import time
+
+    from mvd_core.distributed import current, launch
+
+    if current().enabled:
+        return False  # a worker: train
+    if resume is not None:
+        from mvd_core.resume import plan_resume
+
+        plan = plan_resume(resume, explicit_overrides(sets, backend, ms_mode, extra), recipe=config, device=device)
+        cfg, run_dir = plan.cfg, plan.run_dir
+    else:
+        cfg = build_config(config, sets, backend, device, ms_mode, extra)
+        run_dir = None
+    if cfg.run.nproc <= 1:
+        return False
+    argv = sys.argv[1:]
+    if argv[:1] != ["train"]:
+        raise typer.BadParameter("--nproc: run it from the mvd command line (mvd train --nproc N ...)")
+    argv = list(argv)
+    if run_dir is None:
+        tag = cfg.run.tag or f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if not cfg.run.tag:  # every worker must name the same run folder
+            argv += ["--ckpt", tag]
+        run_dir = Path(cfg.run.out) / tag
+    logs = run_dir.parent / f"{run_dir.name}-workers"  # msrun's per-worker log files
+    launch(cfg.run.backend, cfg.run.nproc, argv, logs)
+    typer.echo(f"run folder: {run_dir}")
+    typer.echo(f"last checkpoint: {run_dir / 'checkpoints' / 'last.safetensors'}")
+    report = run_dir / "report.txt"
+    if report.exists():
+        typer.echo(report.read_text().rstrip())
+    return True
+
+
 @cli_errors
 def train(
     config: ConfigOpt = None,
@@ -145,14 +184,31 @@ def train(
     amp: Annotated[Optional[Amp], typer.Option("--amp", help="Mixed precision (see README for what each backend and device supports).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder holding run folders (default runs).")] = None,
     stop_after: Annotated[Optional[int], typer.Option("--stop-after", help="Stop after this epoch as an interruption would (the schedule stays the full one); continue later with --resume.")] = None,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", help="Train in N local worker processes on the framework's own engine (torchrun / msrun); see README.")] = None,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="torch: NHWC memory format (fast CPU bf16 kernels with --amp bf16).")] = False,
 ) -> None:
     """Train MVD (any recipe, either backend); evaluate on the test protocol at the end."""
+    from mvd_core.distributed import serve_if_scheduler
     from mvd_core.driver import train as run_train
 
+    serve_if_scheduler("mindspore")  # msrun's scheduler process joins the cluster and exits
     extra = seed_flag_overrides(
         dataset, data_path, optim, lr, pretrain, ckpt, epochs, warmup_steps, start_decay,
         end_decay, loss_func, trial, sysu_mode, regdb_mode, seed, val_ids, amp, out,
     )
+    if channels_last:
+        extra.append("run.channels_last=true")
+    if nproc is not None:
+        extra.append(f"run.nproc={nproc}")
+    if _launch_workers(config, sets, backend, device, ms_mode, extra, resume):
+        return
+    from mvd_core.distributed import current
+
+    worker = current()
+    if not worker.is_main:  # ranks > 0 train silently; rank 0 logs and reports
+        import logging
+
+        logging.getLogger().setLevel(logging.WARNING)
     if resume is not None:
         result = run_train(
             resume=resume, overrides=explicit_overrides(sets, backend, ms_mode, extra),
@@ -161,6 +217,8 @@ def train(
     else:
         cfg = build_config(config, sets, backend, device, ms_mode, extra)
         result = run_train(cfg, max_epochs=stop_after)
+    if not worker.is_main:
+        return
     if result.already_complete:
         typer.echo(
             f"run {result.run_dir} is complete ({result.epochs_done} epochs): nothing to do "
@@ -172,6 +230,9 @@ def train(
     if result.best_checkpoint is not None:
         typer.echo(f"best checkpoint (validation): {result.best_checkpoint}")
     if result.report is not None:
+        from mvd_cli.report import echo_html_report
+
         typer.echo(result.report.to_table())
+        echo_html_report(result.run_dir)
     else:
         typer.echo(f"stopped after epoch {result.epochs_done}; continue with: mvd train --resume {result.run_dir}")

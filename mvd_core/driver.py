@@ -127,21 +127,25 @@ def train(
     ``schedule.epochs`` one); resume continues from there.
     """
     from mvd_core.data.loader import TrainLoader
+    from mvd_core.distributed import NullLock, current
 
+    dist = current()  # multi-process (mvd_core.distributed): rank 0 alone writes the run folder
+    main = dist.is_main
     ckpt: Checkpoint | None = None
     if resume is not None:
         if cfg is not None:
             raise MvdError("train: pass either a config (new run) or resume= (a run's own config)")
         plan = plan_resume(resume, overrides, recipe=recipe, device=device)
         cfg, ckpt, run_dir = plan.cfg, plan.checkpoint, plan.run_dir
-        check_run_dir(run_dir, resume=True)  # in use by another process: fail at once
+        if main:
+            check_run_dir(run_dir, resume=True)  # in use by another process: fail at once
         state = LoopState(plan.epochs_done, plan.global_step, _best_val_map(run_dir, ckpt))
         log.info("resuming %s after epoch %d (global step %d)", run_dir, state.epoch, state.global_step)
     else:
         if cfg is None:
             raise MvdError("train: a config is needed for a new run")
         cfg = apply_overrides(cfg, list(overrides))
-        run_dir = _new_run_dir(cfg)
+        run_dir = _new_run_dir(cfg) if main else run_dir_for(cfg)
         state = LoopState(0, 0)
     epochs = cfg.schedule.epochs
     stop = min(epochs, max_epochs) if max_epochs is not None else epochs
@@ -154,30 +158,33 @@ def train(
 
     train_set, val_set = load_data(cfg)  # config and data checked before the folder is made
     backend = build_backend(cfg, train_set.num_classes, ckpt)
-    loader = TrainLoader(train_set, cfg.data, cfg.run.seed, cfg.schedule.steps_per_epoch)
+    loader = TrainLoader(train_set, cfg.data, cfg.run.seed, cfg.schedule.steps_per_epoch,
+                         rank=dist.rank, world=dist.world_size)
     # one process per run folder for the whole train/resume; a fresh folder must be empty
     try:
-        lock = RunLock(run_dir, create=True, resume=ckpt is not None).acquire()
+        lock = (RunLock(run_dir, create=True, resume=ckpt is not None) if main else NullLock()).acquire()
     except BaseException:
         loader.close()
         raise
     runlog = None
     try:
-        save_config(cfg, run_dir / "config.yaml")
+        if main:
+            save_config(cfg, run_dir / "config.yaml")
         log.info(
             "run %s: %s backend on %s, %d classes, %d visible + %d thermal images, %d steps/epoch",
             run_dir, backend.name, cfg.run.device, train_set.num_classes,
             len(train_set.visible), len(train_set.thermal), loader.steps_per_epoch,
         )
-        runlog = RunLog(run_dir / "log.jsonl", resume_step=state.global_step if ckpt is not None else None)
-        loop = Loop(backend, cfg, loader, runlog, ck_dir, val_set, on_step)
+        runlog = RunLog(run_dir / "log.jsonl" if main else Path(os.devnull),
+                        resume_step=state.global_step if ckpt is not None and main else None)
+        loop = Loop(backend, cfg, loader, runlog, ck_dir, val_set, on_step, is_main=main)
         loop.run(state, stop)
-        if not loop.last_path.exists():  # a resumed run with nothing left to train
+        if main and not loop.last_path.exists():  # a resumed run with nothing left to train
             from mvd_core.checkpoint import save_checkpoint
 
             save_checkpoint(loop.last_path, make_checkpoint(backend, cfg, state))
         report = None
-        if evaluate_at_end and state.epoch == epochs:
+        if evaluate_at_end and state.epoch == epochs and main:
             report = final_evaluation(backend, cfg, run_dir, runlog, state)
     except BaseException:
         if runlog is not None:

@@ -103,6 +103,8 @@ class Loop:
     ckpt_dir: Path
     val_set: TestSet | None = None
     on_step: Callable[[dict[str, float]], None] | None = None
+    #: multi-process: only rank 0 checkpoints and evaluates (mvd_core.distributed)
+    is_main: bool = True
 
     @property
     def last_path(self) -> Path:
@@ -121,6 +123,11 @@ class Loop:
         for epoch in range(state.epoch + 1, stop_epoch + 1):
             self.train_epoch(epoch, state, progress)
             state.epoch = epoch
+            check = getattr(self.backend, "check_replicas", None)
+            if check is not None:  # multi-process: every rank holds the same model (collective)
+                check()
+            if not self.is_main:
+                continue
             if ckpts.due(epoch):  # before evaluating: an evaluation failure loses no training
                 save_checkpoint(self.last_path, make_checkpoint(self.backend, cfg, state))
             kind = evals.due(epoch)

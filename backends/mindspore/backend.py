@@ -64,6 +64,7 @@ from mvd_backends.mindspore.losses import _MVDLoss
 from mvd_backends.mindspore.network import MVDNet
 from mvd_core.config import Config
 from mvd_core.devices import cpu_threads
+from mvd_core.distributed import DistEnv, check_backend, current
 from mvd_core.errors import BackendUnavailable, CheckpointError, MvdError
 from mvd_core.interface import TAP_NAMES, Batch
 from mvd_core.losses_spec import preset_weights
@@ -298,6 +299,82 @@ def _mixed_precision(net: nn.Cell, amp: str) -> tuple[nn.Cell | None, object | N
 
 
 # --------------------------------------------------------------------------------------------
+# multi-process (mindspore.communication; see mvd_core.distributed)
+# --------------------------------------------------------------------------------------------
+
+
+def init_distributed(env: DistEnv) -> int:
+    """Join the msrun job (``mindspore.communication.init()``: mccl on the CPU, nccl on GPU,
+    hccl on Ascend; it takes 10-20 s). In the scheduler process it serves the rendezvous.
+    Returns the world size. Idempotent."""
+    from mindspore import communication as comm
+
+    global _DIST_READY
+    if not _DIST_READY:
+        comm.init()
+        _DIST_READY = True
+        if not env.scheduler:
+            log.info("mindspore.communication: rank %d of %d", comm.get_rank(), comm.get_group_size())
+    return int(comm.get_group_size()) if not env.scheduler else env.world_size
+
+
+_DIST_READY = False
+
+
+class _SyncBNMixin:
+    """``model.sync_bn`` on MindSpore: in train mode the batch statistics come from one
+    ``ops.AllReduce`` of the per-channel [sum, sum of squares, count] over the ranks (its bprop
+    all-reduces the gradient: the input gradients are those of the joined batch); running
+    statistics as torch (unbiased variance; ``self.momentum`` is torch's). ``nn.SyncBatchNorm``
+    does not run on the CPU (MindSpore 2.8). Installed by swapping the cell's class
+    (:func:`_sync_batchnorm`): parameters and names unchanged."""
+
+    def construct(self, x):  # noqa: ANN001, ANN201
+        if not self.training:  # as _BatchNorm's inference branch (no zero-argument super())
+            rx = x.reshape(x.shape[0], x.shape[1], 1, 1) if x.ndim == 2 else x
+            out = self.bn_infer(rx, self.gamma, self.beta, self.moving_mean, self.moving_variance)[0]
+            return out.reshape(x.shape) if x.ndim == 2 else out
+        c = x.shape[1]
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        shape = (1, c) if x.ndim == 2 else (1, c, 1, 1)
+        n_local = x.size // c
+        count = ops.fill(ms.float32, (1,), n_local)
+        stats = self.sync_allreduce(ops.concat((x.sum(axes), (x * x).sum(axes), count)))
+        n = stats[2 * c]
+        mean = stats[:c] / n
+        var = ops.relu(stats[c:2 * c] / n - mean * mean)
+        y = (x - mean.reshape(shape)) * ops.rsqrt(var.reshape(shape) + self.eps)
+        y = y * self.gamma.reshape(shape) + self.beta.reshape(shape)
+        m = self.momentum
+        mean_ = ops.stop_gradient(mean)
+        var_ = ops.stop_gradient(var * n / (n - 1.0))
+        ops.assign(self.moving_mean, self.moving_mean * (1.0 - m) + mean_ * m)
+        ops.assign(self.moving_variance, self.moving_variance * (1.0 - m) + var_ * m)
+        return y
+
+
+class _SyncBatchNorm2d(_SyncBNMixin, nn.BatchNorm2d):
+    pass
+
+
+class _SyncBatchNorm1d(_SyncBNMixin, nn.BatchNorm1d):
+    pass
+
+
+def _bn_cells(net: nn.Cell) -> list[nn.Cell]:
+    return [c for _, c in net.cells_and_names() if isinstance(c, (nn.BatchNorm1d, nn.BatchNorm2d))]
+
+
+def _sync_batchnorm(net: nn.Cell) -> int:
+    """Make every BatchNorm of ``net`` synchronise its train-mode statistics (in place)."""
+    cells = _bn_cells(net)
+    for cell in cells:
+        cell.__class__ = _SyncBatchNorm2d if isinstance(cell, nn.BatchNorm2d) else _SyncBatchNorm1d
+        cell.sync_allreduce = ops.AllReduce()
+    return len(cells)
+
+
+# --------------------------------------------------------------------------------------------
 # the backend
 # --------------------------------------------------------------------------------------------
 
@@ -313,6 +390,10 @@ class MindSporeBackend:
             _configure_cpu_threads(cfg.run.threads, cfg.data.workers)
         check_precision("mindspore", cfg.run.precision)
         check_amp("mindspore", cfg.run.amp, device)  # refused on the CPU (registry.AMP)
+        self.dist = current()  # multi-process job (mvd_core.distributed), or a single process
+        check_backend(self.dist, "mindspore")
+        self._world = init_distributed(self.dist) if self.dist.enabled else 1
+        self._sync_bn = bool(cfg.model.sync_bn) and self._world > 1
         if cfg.run.ms_mode not in ("graph", "pynative"):
             raise MvdError(f"run.ms_mode: {cfg.run.ms_mode!r} is not one of graph, pynative")
         self.cfg = cfg
@@ -370,7 +451,11 @@ class MindSporeBackend:
         )
         self.dropout = float(cfg.model.dropout)
         self._drop_draws = 0
+        self._gather: Callable | None = None
+        self._mean_buffers = None
         self._amp_net, self._loss_scaler = _mixed_precision(self.net, cfg.run.amp)
+        if self._sync_bn:
+            _sync_batchnorm(self.net)
         self._build()
         log.info(
             "MindSpore backend on %s, %s mode, %d parameters (%d trainable)",
@@ -416,16 +501,41 @@ class MindSporeBackend:
         # and one fused graph of both blocks was slower than the two (module doc, "Speed").
         grads_c = ms.jit(grads_only)
         opt_c = ms.jit(opt.construct)
+        train_grads = grads_c
+        if self._world > 1:
+            # multi-process: gradients averaged over the ranks in the compiled gradient block
+            # (nn.DistributedGradReducer: one all-reduce), logged losses the rank mean; with
+            # per-rank BatchNorm the running statistics are averaged after the update
+            reducer = nn.DistributedGradReducer(self.weights, mean=True, degree=self._world)
+            allreduce = ops.AllReduce()
+            world = float(self._world)
+
+            def grads_mean(x, labels, modality, masks):
+                terms, grads = grads_only(x, labels, modality, masks)
+                return allreduce(terms) / world, reducer(grads)
+
+            train_grads = ms.jit(grads_mean)
+            buffers = ParameterTuple([p for c in _bn_cells(self.net)
+                                      for p in (c.moving_mean, c.moving_variance)])
+
+            def mean_buffers(token):
+                for b in buffers:
+                    ops.assign(b, allreduce(b) / world)
+                return token
+
+            self._mean_buffers: Callable | None = None if self._sync_bn else ms.jit(mean_buffers)
 
         def train_step(x, labels, modality, masks, hyper):
-            terms, grads = grads_c(x, labels, modality, masks)
+            terms, grads = train_grads(x, labels, modality, masks)
             if scaler is not None:  # fp16 (GPU/Ascend only): skip the update on an overflow
                 finite = ms.amp.all_finite(grads)
                 scaler.adjust(finite)
                 if not bool(finite.asnumpy()):
                     self.step_count -= 1
                     return terms
-            opt_c(ms.mutable(grads), hyper)
+            token = opt_c(ms.mutable(grads), hyper)
+            if self._world > 1 and self._mean_buffers is not None:
+                self._mean_buffers(token)
             return terms
 
         self._train_fn: Callable = train_step
@@ -594,6 +704,26 @@ class MindSporeBackend:
         for prefix, slots in self._opt_slots().items():
             for k, p in zip(self.trainable, slots, strict=True):
                 p.set_data(Tensor(np.ascontiguousarray(state[f"{prefix}.{k}"], dtype=np.float32)))
+
+    def check_replicas(self) -> None:
+        """Multi-process: raise :class:`MvdError` unless every rank holds the same parameters
+        (float64 checksums gathered with ``ops.AllGather``)."""
+        if self._world <= 1:
+            return
+        acc = np.zeros(3, np.float64)
+        for i, p in enumerate(self.param_of.values()):
+            d = p.asnumpy().astype(np.float64)
+            acc += (d.sum(), (d * d).sum(), d.sum() * (i + 1))
+        if self._gather is None:
+            self._gather = ms.jit(ops.AllGather())
+        hi = acc.astype(np.float32)
+        lo = (acc - hi.astype(np.float64)).astype(np.float32)  # float32 all-gather, ~float64 exact
+        got = self._gather(Tensor(np.concatenate([hi, lo]).reshape(1, 6))).asnumpy()
+        if not np.all(got == got[0]):
+            raise MvdError(
+                f"distributed: the {self._world} ranks hold different parameters "
+                f"(checksums {got.tolist()}): a rank diverged"
+            )
 
     def rng_state(self) -> dict[str, np.ndarray]:
         """The dropout generator: masks of draw d come from default_rng((seed, d))."""

@@ -29,6 +29,7 @@ import torch
 
 from mvd_core.config import Config
 from mvd_core.devices import cpu_threads
+from mvd_core.distributed import DistEnv, check_backend, current
 from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import Batch
 from mvd_core.losses_spec import preset_weights
@@ -92,6 +93,93 @@ def _guard_narrow_bf16_convs(net: torch.nn.Module) -> int:
     return wrapped
 
 
+# ---------------------------------------------------------------------- multi-process (torch.distributed)
+
+
+def _init_process_group(env: DistEnv, device: torch.device) -> None:
+    """Join the job torchrun started (``init_method="env://"``: RANK, WORLD_SIZE, MASTER_ADDR,
+    MASTER_PORT); gloo on the CPU, nccl on CUDA. Idempotent within a process."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, init_method="env://", rank=env.rank,
+                            world_size=env.world_size)
+    log.info("torch.distributed: rank %d of %d (%s)", env.rank, env.world_size, backend)
+
+
+def _allreduce_mean_(tensors: list[torch.Tensor], world: int) -> None:
+    """Average ``tensors`` in place over the ranks: one flattened all-reduce."""
+    import torch.distributed as dist
+
+    if not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])  # one dtype (fp32, or fp64)
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[offset:offset + n].view_as(t))
+        offset += n
+
+
+def _bn_modules(net: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    return [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def _sync_bn_cpu(net: torch.nn.Module) -> int:
+    """``model.sync_bn`` without ``nn.SyncBatchNorm`` (GPU-only): in train mode every BatchNorm
+    takes its batch statistics from ONE differentiable collective over the ranks
+    (``torch.distributed.nn.functional.all_gather``: its backward routes each rank's gradient
+    back, so the input gradients are those of the joined batch) of the per-channel
+    [count, mean, sum of squared deviations from the local mean], combined exactly (Chan et
+    al.: M2 = Σ M2_r + n_r (μ_r − μ)²). A one-pass [sum, sum of squares, count] all-reduce was
+    measured 6e-7 relative off in the running variance (fp32 cancellation in E[x²] − μ²); this
+    is at fp32 rounding. Running statistics as torch (unbiased variance, ``momentum``). Eval
+    mode is unchanged. Parameters keep their modules and names. Returns the layers synchronised."""
+    from torch.distributed.nn.functional import all_gather
+
+    mods = _bn_modules(net)
+    for bn in mods:
+        inner = bn.forward
+
+        def forward(x: torch.Tensor, _bn=bn, _inner=inner) -> torch.Tensor:
+            if not _bn.training:
+                return _inner(x)
+            c = x.shape[1]
+            dims = [0, *range(2, x.dim())]
+            xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+            n_loc = float(x.numel() // c)
+            mu = xf.mean(dims)
+            dev = xf - mu.view([1, c] + [1] * (x.dim() - 2))
+            m2 = (dev * dev).sum(dims)
+            count = torch.full((1,), n_loc, dtype=xf.dtype, device=x.device)
+            parts = all_gather(torch.cat([count, mu, m2]))
+            counts = torch.stack([q[0] for q in parts])
+            mus = torch.stack([q[1:c + 1] for q in parts])
+            n = counts.sum()
+            mean = (counts[:, None] * mus).sum(0) / n
+            m2_all = torch.stack([q[c + 1:] for q in parts]).sum(0)
+            m2_all = m2_all + (counts[:, None] * (mus - mean) ** 2).sum(0)
+            var = m2_all / n
+            shape = [1, c] + [1] * (x.dim() - 2)
+            y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + _bn.eps)
+            if _bn.affine:
+                y = y * _bn.weight.view(shape) + _bn.bias.view(shape)
+            if _bn.track_running_stats:
+                with torch.no_grad():
+                    m = 0.1 if _bn.momentum is None else _bn.momentum
+                    _bn.running_mean.mul_(1 - m).add_(mean.detach() * m)
+                    _bn.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)) * m)
+                    _bn.num_batches_tracked.add_(1)
+            return y.to(x.dtype)
+
+        bn.forward = forward  # type: ignore[method-assign]
+    return len(mods)
+
+
 class TorchBackend:
     """MVD on PyTorch. ``cfg`` is the whole resolved config (model, loss, optim, eval, run)."""
 
@@ -100,7 +188,11 @@ class TorchBackend:
     def __init__(self, cfg: Config, num_classes: int, device: str = "cpu", seed: int = 0) -> None:
         self.cfg = cfg
         self.num_classes = int(num_classes)
+        self.dist = current()  # multi-process job (mvd_core.distributed), or a single process
+        check_backend(self.dist, "torch")
         self.device = _resolve_device(device)
+        if self.dist.enabled and self.device.type == "cuda" and self.device.index in (None, 0):
+            self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per local rank
         self.seed = int(seed)
         self._dtype = self._check_precision(cfg.run.precision, cfg.run.amp)
         self._amp_dtype = self._check_amp(cfg.run.amp)
@@ -140,6 +232,17 @@ class TorchBackend:
         self._tensors = self._canonical_tensors()  # re-bind after .to(): moved storages
         if self._amp_dtype == torch.bfloat16 and self.device.type == "cpu":
             _guard_narrow_bf16_convs(self.net)
+        self._world = self.dist.world_size if self.dist.enabled else 1
+        self._sync_bn = bool(cfg.model.sync_bn) and self._world > 1
+        if self.dist.enabled:
+            _init_process_group(self.dist, self.device)
+            if self._sync_bn and self.device.type == "cuda":
+                self.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
+                self._tensors = self._canonical_tensors()
+            elif self._sync_bn:
+                _sync_bn_cpu(self.net)
+        self._bn_buffers = [t for bn in _bn_modules(self.net)
+                            for t in (bn.running_mean, bn.running_var) if t is not None]
 
         self.trainable = [k for k, s in self.spec.items() if s.trainable]
         self._opt = self._make_optimizer()
@@ -323,12 +426,54 @@ class TorchBackend:
             terms = self._loss(x, y, m)
             if self._scaler is not None:
                 self._scaler.scale(terms["total"]).backward()
+                self._average_gradients()
                 self._scaler.step(self._opt)
                 self._scaler.update()
             else:
                 terms["total"].backward()
+                self._average_gradients()
                 self._opt.step()
+        if self._world > 1:
+            with torch.no_grad():
+                if not self._sync_bn:  # per-rank statistics: every rank keeps their mean
+                    _allreduce_mean_(self._bn_buffers, self._world)
+                names = list(terms)
+                vec = torch.stack([terms[k].detach().to(self._dtype) for k in names])
+                _allreduce_mean_([vec], self._world)  # logged losses: the rank mean
+                terms = {k: vec[i] for i, k in enumerate(names)}
         return self._to_floats(terms)
+
+    def _average_gradients(self) -> None:
+        """Multi-process: every trainable gradient averaged over the ranks (one all-reduce)."""
+        if self._world <= 1:
+            return
+        grads = []
+        for p in self._param_of().values():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        with torch.no_grad():
+            _allreduce_mean_(grads, self._world)
+
+    def check_replicas(self) -> None:
+        """Multi-process: raise :class:`MvdError` unless every rank holds the same parameters
+        and buffers (compares float64 [sum, sum of squares, index-weighted sum] per rank)."""
+        if self._world <= 1:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            acc = torch.zeros(3, dtype=torch.float64, device=self.device)
+            for i, t in enumerate(self._tensors.values()):
+                d = t.detach().double()
+                acc += torch.stack([d.sum(), (d * d).sum(), d.sum() * (i + 1)])
+            got = [torch.zeros_like(acc) for _ in range(self._world)]
+            dist.all_gather(got, acc)
+        if any(not torch.equal(g, got[0]) for g in got):
+            raise MvdError(
+                f"distributed: the {self._world} ranks hold different parameters "
+                f"(checksums {[g.tolist() for g in got]}): a rank diverged"
+            )
 
     def forward(self, batch: Batch, train: bool) -> dict[str, np.ndarray]:
         x = self._images(batch.images)

@@ -8,6 +8,11 @@ function of ``(seed, epoch, step)``: whichever worker thread builds it and whene
 ``epoch(e, start_step=s)`` yields exactly the tail of ``epoch(e)`` (bit-for-bit resume). A capped
 epoch (``steps_per_epoch``) is the prefix of the full plan.
 
+Multi-process (``world`` > 1, :mod:`mvd_core.distributed`): the sampler plans ``num_ids · world``
+identities per step from the same shared generator on every rank, and rank ``r`` takes the
+``r``-th block of ``num_ids`` of them (disjoint within a step), augmented with
+``np.random.default_rng([seed, e, 2, s, r])``. ``world`` = 1 is the single-process loader.
+
 Batch layout: the ``num_ids · num_pos`` visible images first, then the thermal ones in the same
 id order; ``labels`` aligned; ``modality`` 0 (visible) / 1 (thermal).
 
@@ -82,6 +87,8 @@ class TrainLoader:
         steps_per_epoch: int = 0,
         *,
         preload_bytes: int = PRELOAD_BYTES,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"run.seed: expected a non-negative integer, got {seed!r}")
@@ -90,7 +97,15 @@ class TrainLoader:
         if cfg.workers < 0 or cfg.prefetch < 0:
             raise ConfigError(f"data.workers/data.prefetch: expected >= 0, got {cfg.workers}/{cfg.prefetch}")
         self.cfg, self.seed = cfg, int(seed)
-        self.sampler = IdentitySampler(train, cfg.num_ids, cfg.num_pos, cfg.sampler)
+        if world < 1 or not 0 <= rank < world:
+            raise ConfigError(f"distributed: rank {rank} of {world} processes (expected 0 <= rank < world)")
+        if cfg.num_ids * world > train.num_classes:
+            raise ConfigError(
+                f"data.num_ids: {cfg.num_ids} identities per rank x {world} ranks exceeds the "
+                f"{train.num_classes} identities of {train.name}"
+            )
+        self.rank, self.world = int(rank), int(world)
+        self.sampler = IdentitySampler(train, cfg.num_ids * world, cfg.num_pos, cfg.sampler)
         full = self.sampler.steps_per_epoch
         self.steps_per_epoch = min(full, steps_per_epoch) if steps_per_epoch > 0 else full
         self.num_classes = train.num_classes
@@ -111,18 +126,24 @@ class TrainLoader:
 
     @property
     def batch_size(self) -> int:
-        return self.sampler.batch_size
+        return self.sampler.batch_size // self.world
 
     def plan(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Epoch ``epoch``'s ``(visible indices, thermal indices)`` per step (capped)."""
         if epoch < 0:
             raise ValueError(f"epoch: expected >= 0, got {epoch}")
         rng = np.random.default_rng([self.seed, epoch, 1])
-        return self.sampler.epoch_indices(rng)[: self.steps_per_epoch]
+        plan = self.sampler.epoch_indices(rng)[: self.steps_per_epoch]
+        if self.world == 1:
+            return plan
+        n = self.cfg.num_ids * self.cfg.num_pos  # id-major: rank r's ids are one block
+        lo, hi = self.rank * n, (self.rank + 1) * n
+        return [(v[lo:hi], t[lo:hi]) for v, t in plan]
 
     def make_batch(self, epoch: int, step: int, vis_idx: np.ndarray, th_idx: np.ndarray) -> Batch:
         """Build the batch of ``(epoch, step)`` from its planned indices (pure function)."""
-        rng = np.random.default_rng([self.seed, epoch, 2, step])
+        key = [self.seed, epoch, 2, step] + ([self.rank] if self.world > 1 else [])
+        rng = np.random.default_rng(key)
         nv, nt = vis_idx.shape[0], th_idx.shape[0]
         out = np.empty((nv + nt, 3, self.height, self.width), np.float32)
         raw_v = load_images(self.visible, vis_idx, self.height, self.width, self.cfg.resize)
