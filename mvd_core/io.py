@@ -233,6 +233,27 @@ def atomic_writer(
         raise
 
 
+def commit_file(src: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Move a finished file a library wrote elsewhere on the same file system (a private temp
+    folder: MindSpore's exporters pick their own file names) into place as the writers here do:
+    fsync, mode ``0o666 & ~umask``, rename, fsync the folder. ``src`` is gone afterwards."""
+    src, path = Path(src), Path(path)
+    try:
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.fchmod(fd, file_mode())
+        finally:
+            os.close(fd)
+        os.replace(src, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            src.unlink()
+        raise named_oserror(e, path, src) from None
+    fsync_dir(path.parent)
+    return path
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], blob: bytes) -> Path:
     """Write ``blob`` to ``path`` atomically (see the module docstring). Returns the path."""
     with atomic_writer(path, "wb") as f:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from mvd_core.errors import MvdError
+from mvd_core.io import commit_file, make_temp_dir
 
 #: MindSpore appends these to the file name it is given
 _SUFFIX = {"ONNX": ".onnx", "MINDIR": ".mindir"}
@@ -56,7 +56,7 @@ def _export(backend: Any, path: str | os.PathLike[str], height: int, width: int,
     cell = _Extract(backend.net)
     cell.set_train(False)
     example = Tensor(np.zeros((n, 3, height, width), np.float32))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = make_temp_dir(out)
     pools = [c for _, c in backend.net.cells_and_names() if type(c).__name__ == "_MaxPoolSym"]
     saved = [c.pool for c in pools]
     try:
@@ -70,8 +70,7 @@ def _export(backend: Any, path: str | os.PathLike[str], height: int, width: int,
         made = tmp / f"model{_SUFFIX[fmt]}"
         if not made.is_file():
             raise MvdError(f"{out}: MindSpore wrote no {fmt} file")
-        os.chmod(made, 0o644)
-        os.replace(made, out)
+        commit_file(made, out)  # mvd_core.io: fsync, 0o666 & ~umask, rename
     finally:
         for c, pool in zip(pools, saved):
             c.pool = pool

@@ -9,7 +9,6 @@ not available here.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from mvd_core.errors import MvdError
+from mvd_core.io import atomic_path
 
 #: ONNX opset of the exported graphs
 _OPSET = 17
@@ -40,18 +40,10 @@ def export_onnx(backend: Any, path: str | os.PathLike[str], height: int, width: 
     device = next(backend.net.parameters()).device
     example = torch.zeros((batch or 2, 3, height, width), dtype=torch.float32, device=device)
     dynamic = None if batch else {"images": {0: "batch"}, "features": {0: "batch"}}
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        with torch.no_grad():
-            torch.onnx.export(module, (example,), tmp, input_names=["images"],
-                              output_names=["features"], dynamic_axes=dynamic,
-                              opset_version=_OPSET, dynamo=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, torch.no_grad():  # mvd_core.io: fsync, 0o666 & ~umask, rename
+        torch.onnx.export(module, (example,), str(tmp), input_names=["images"],
+                          output_names=["features"], dynamic_axes=dynamic,
+                          opset_version=_OPSET, dynamo=False)
     return out
 
 
