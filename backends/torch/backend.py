@@ -96,17 +96,18 @@ def _guard_narrow_bf16_convs(net: torch.nn.Module) -> int:
 # ---------------------------------------------------------------------- multi-process (torch.distributed)
 
 
-def _init_process_group(env: DistEnv, device: torch.device) -> None:
+def init_distributed(env: DistEnv, device: torch.device | None = None) -> int:
     """Join the job torchrun started (``init_method="env://"``: RANK, WORLD_SIZE, MASTER_ADDR,
-    MASTER_PORT); gloo on the CPU, nccl on CUDA. Idempotent within a process."""
+    MASTER_PORT); gloo on the CPU, nccl on CUDA. Idempotent within a process. Returns the
+    world size."""
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, init_method="env://", rank=env.rank,
-                            world_size=env.world_size)
-    log.info("torch.distributed: rank %d of %d (%s)", env.rank, env.world_size, backend)
+    if not dist.is_initialized():
+        backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://", rank=env.rank,
+                                world_size=env.world_size)
+        log.info("torch.distributed: rank %d of %d (%s)", env.rank, env.world_size, backend)
+    return int(dist.get_world_size())
 
 
 def _allreduce_mean_(tensors: list[torch.Tensor], world: int) -> None:
@@ -235,7 +236,7 @@ class TorchBackend:
         self._world = self.dist.world_size if self.dist.enabled else 1
         self._sync_bn = bool(cfg.model.sync_bn) and self._world > 1
         if self.dist.enabled:
-            _init_process_group(self.dist, self.device)
+            init_distributed(self.dist, self.device)
             if self._sync_bn and self.device.type == "cuda":
                 self.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
                 self._tensors = self._canonical_tensors()
