@@ -26,6 +26,7 @@ def rank(
     query_modality: Annotated[Modality, typer.Option("--query-modality")] = Modality.thermal,
     gallery_modality: Annotated[Modality, typer.Option("--gallery-modality")] = Modality.visible,
     pictures: Annotated[int, typer.Option("--pictures", help="Ranked-list pictures for the first N queries (0: none, -1: all).")] = 20,
+    ids: Annotated[Optional[Path], typer.Option("--ids", help="Manifest CSV giving identity/camera of the images (path,identity,camera,modality,split).")] = None,
     flip: FlipOpt = False,
     rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3).")] = False,
     batch_size: BatchOpt = None,
@@ -35,7 +36,7 @@ def rank(
     sets: SetOpt = None,
 ) -> None:
     """Rank the gallery for every query; frames are green/red when identities are known
-    (SYSU-MM01 or RegDB paths)."""
+    (SYSU-MM01 or RegDB paths, or --ids MANIFEST)."""
     from mvd_core.api import load_model
     from mvd_core.config import atomic_write_text
     from mvd_core.errors import MvdError
@@ -46,7 +47,7 @@ def rank(
     model = load_model(resume, backend.value if backend else None, device, config, list(sets or []))
     ranking = model.rank(query, gallery, top=top, query_modality=query_modality.value,
                          gallery_modality=gallery_modality.value, flip=flip, rerank=rerank,
-                         batch_size=batch_size, progress=True)
+                         batch_size=batch_size, progress=True, manifest=ids)
     out.mkdir(parents=True, exist_ok=True)
     data = ranking.to_dict()
     data.update({"checkpoint": str(model.source), "flip": flip, "rerank": rerank})

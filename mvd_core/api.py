@@ -19,7 +19,8 @@ RegDB's ``idx`` files work), a single image file, a sequence of paths, a uint8 `
 array or an :class:`~mvd_core.data.datasets.ImageSet`.
 
 Identities and cameras are known for SYSU-MM01 paths (``cam{c}/{pid:04d}/...``), RegDB paths
-(``Visible|Thermal/{pid}/...``) and ImageSets; otherwise they are ``-1``.
+(``Visible|Thermal/{pid}/...``), ImageSets and images listed in a manifest CSV given as
+``manifest=``; otherwise they are ``-1``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from mvd_core.testtime import TestTimeFeatures, raw_feature_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Model", "Ranking", "load_model", "load_backend", "resolve_images", "ids_from_paths", "as_imageset"]
+__all__ = ["Model", "Ranking", "load_model", "load_backend", "resolve_images", "ids_from_paths",
+           "ids_from_manifest", "as_imageset"]
 
 #: one image source: see the module docstring
 Images = Union[str, os.PathLike, Sequence[str], np.ndarray, Any]
@@ -129,8 +131,21 @@ def ids_from_paths(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return pids, cams
 
 
-def as_imageset(images: Images, modality: str) -> Any:
-    """Any accepted image source → an ImageSet of ``modality``."""
+def ids_from_manifest(paths: Sequence[str], manifest: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(pids, cams) of ``paths`` looked up in a manifest CSV (:mod:`mvd_core.data.manifest`);
+    -1 for a path the manifest does not list."""
+    from mvd_core.data.manifest import read_manifest_csv
+
+    rows = read_manifest_csv(manifest)
+    table = {os.path.realpath(p): (int(i), int(c)) for p, i, c in zip(rows.paths, rows.pids, rows.cams)}
+    found = [table.get(os.path.realpath(p), (-1, -1)) for p in paths]
+    return (np.array([f[0] for f in found], np.int64).reshape(-1),
+            np.array([f[1] for f in found], np.int64).reshape(-1))
+
+
+def as_imageset(images: Images, modality: str, manifest: str | os.PathLike[str] | None = None) -> Any:
+    """Any accepted image source → an ImageSet of ``modality`` (identities and cameras from the
+    paths, or from ``manifest``)."""
     from mvd_core.data.datasets import ImageSet
 
     if modality not in MODALITIES:
@@ -144,7 +159,7 @@ def as_imageset(images: Images, modality: str) -> Any:
         none = np.full(n, -1, np.int64)
         return ImageSet(pids=none, labels=none, cams=none, modality=modality, images=images)
     paths = resolve_images(images)
-    pids, cams = ids_from_paths(paths)
+    pids, cams = ids_from_paths(paths) if manifest is None else ids_from_manifest(paths, manifest)
     return ImageSet(pids=pids, labels=pids, cams=cams, modality=modality, paths=tuple(paths))
 
 
@@ -269,15 +284,16 @@ class Model:
     def rank(self, query: Images, gallery: Images, *, top: int = 10,
              query_modality: str = "thermal", gallery_modality: str = "visible",
              flip: bool = False, rerank: bool | Any = False,
-             batch_size: int | None = None, progress: bool | Any = False) -> Ranking:
+             batch_size: int | None = None, progress: bool | Any = False,
+             manifest: str | os.PathLike[str] | None = None) -> Ranking:
         """The ``top`` nearest gallery images of every query (the run's ``eval.metric``;
         ``rerank``: True or a :class:`~mvd_core.rerank.RerankConfig` for k-reciprocal
         re-ranking)."""
         from mvd_core.metrics import distance
         from mvd_core.rerank import RerankConfig, k_reciprocal_rerank
 
-        q = as_imageset(query, query_modality)
-        g = as_imageset(gallery, gallery_modality)
+        q = as_imageset(query, query_modality, manifest)
+        g = as_imageset(gallery, gallery_modality, manifest)
         qf = self.extract(q, query_modality, flip, batch_size, progress)
         gf = self.extract(g, gallery_modality, flip, batch_size, progress)
         if rerank:

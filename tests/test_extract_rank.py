@@ -119,6 +119,24 @@ def test_rank_rerank_and_unknown_ids(run_dir, sysu_root, tmp_path):
     assert all("match" not in r for item in data["queries"] for r in item["ranked"])
     pic = Image.open(out / "rank_00000.png").convert("RGB")
     assert _frame_colour(pic, 1) not in (GREEN, RED)  # identity unknown: grey
+    # the same with the identities given by a manifest
+    lines = ["path,identity,camera,modality,split"]
+    truth = {}
+    for i, p in enumerate(resolve_images(sysu_root / "cam2")[:30]):
+        pid = int(p.split("/")[-2])
+        truth[str(flat / f"{i:03d}.jpg")] = pid
+        lines.append(f"gallery/{i:03d}.jpg,{pid},2,visible,gallery")
+    for p in resolve_images(sysu_root / "cam6" / "0002"):
+        lines.append(f"{p},2,6,thermal,query")
+    (tmp_path / "ids.csv").write_text("\n".join(lines) + "\n")
+    out2 = tmp_path / "rr2"
+    _ok(["rank", "--resume", str(run_dir), "--query", str(sysu_root / "cam6" / "0002"),
+         "--gallery", str(flat), "--top", "4", "--out", str(out2), "--ids", str(tmp_path / "ids.csv")])
+    data = json.loads((out2 / "ranking.json").read_text())
+    for item in data["queries"]:
+        assert item["pid"] == 2
+        for r in item["ranked"]:
+            assert r["pid"] == truth[r["gallery"]] and r["match"] == (r["pid"] == 2)
 
 
 def test_eval_flip_rerank(run_dir, model, tmp_path):
@@ -131,3 +149,34 @@ def test_eval_flip_rerank(run_dir, model, tmp_path):
     assert got["mean"] == want["mean"]
     plain = model.evaluate(trials=1).to_dict()
     assert plain["mean"] != want["mean"]
+
+
+@pytest.mark.mindspore
+@pytest.mark.slow
+def test_every_command_on_a_mindspore_trained_run(sysu_root, tmp_path):
+    """Train on MindSpore (the first compiled step costs ~1 min on CPU: slow), then extract,
+    rank, report and export its run with the MindSpore backend."""
+    from mvd_core.export import onnx_features
+
+    cfg = load_config("tiny", [f"data.root={sysu_root}", f"run.out={tmp_path}", "run.tag=ms",
+                               "run.backend=mindspore", "run.device=CPU", *TINY])
+    run = train(cfg).run_dir
+    model = load_model(run)
+    assert model.backend.name == "mindspore"
+    _ok(["extract", "--resume", str(run), "--images", str(sysu_root / "cam3"), "--modality", "thermal",
+         "--out", str(tmp_path / "f.npz")])
+    feats, paths = load_features(tmp_path / "f.npz")
+    np.testing.assert_allclose(feats, model.extract(paths, "thermal"), rtol=0, atol=1e-6)
+    _ok(["rank", "--resume", str(run), "--query", str(sysu_root / "cam3" / "0001"),
+         "--gallery", str(sysu_root / "cam1"), "--top", "3", "--out", str(tmp_path / "rk")])
+    assert (tmp_path / "rk" / "rank_00000.png").exists()
+    _ok(["report", str(run)])
+    assert "data:image/png;base64," in (run / "report.html").read_text()
+    _ok(["export", "--resume", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+         "--batch", "8"])
+    from mvd_core.api import as_imageset
+    from mvd_core.data.datasets import load_images
+    from mvd_core.data.transforms import test_images
+
+    x = test_images(load_images(as_imageset(paths[:8], "thermal"), np.arange(8), 64, 32), 64, 32)
+    np.testing.assert_allclose(onnx_features(tmp_path / "m.onnx", x), feats[:8], rtol=0, atol=1e-5)
