@@ -172,6 +172,7 @@ class PyRandomAsGenerator:
         return self.r.randint(lo, hi - 1)
 
 
+@pytest.mark.mindspore
 @pytest.mark.parametrize(("h", "w"), [(288, 144), (64, 32), (20, 8)])
 def test_ms_erasing_equals_mindspores_random_erasing(h: int, w: int) -> None:
     """The MS port's ``py_transforms.RandomErasing(prob=0.5)`` (defaults scale (0.02, 0.33),
