@@ -100,13 +100,6 @@ def test_rank_and_ids(model, sysu_root):
     assert rr.indices.shape == (len(qp), 5) and "k-reciprocal" in rr.metric
 
 
-def test_mindspore_loads_the_torch_run(run, model, query):
-    ms = load_model(run.run_dir, backend="mindspore")
-    assert ms.backend.name == "mindspore"
-    sub = query.subset(np.arange(12))
-    np.testing.assert_allclose(ms.extract(sub, "thermal"), model.extract(sub, "thermal"), rtol=0, atol=1e-5)
-
-
 def test_inputs_and_errors(tmp_path, sysu_root):
     assert ids_from_paths(["x/Thermal/17/a_t_00001_17.bmp", "y/z.jpg"])[0].tolist() == [17, -1]
     lst = tmp_path / "list.txt"
