@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import enum
-import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,25 +17,6 @@ class PrepareDataset(str, enum.Enum):
 
 def register(app: typer.Typer) -> None:
     app.command("prepare")(prepare)
-
-
-class _Bar:
-    """(done, total) callback driving a click progress bar, created on the first call."""
-
-    def __init__(self, label: str) -> None:
-        self.label, self.bar, self.last = label, None, 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar: Any = typer.progressbar(length=total, label=self.label, file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.last)
-        self.last = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
 
 
 @cli_errors
@@ -57,8 +37,9 @@ def prepare(
     train_{rgb,ir}_resized_{img,label}.npy plus mvd_cache_manifest.json (counts, ids, cameras,
     checksums). Written atomically; re-running is safe (an up-to-date cache is left alone)."""
     from mvd_core.data.prepare import prepare_sysu
+    from mvd_core.progress import Bar
 
-    bar = _Bar("prepare sysu") if progress else None
+    bar = Bar("prepare sysu") if progress else None
     try:
         res = prepare_sysu(root, out, skip_bad=skip_bad, progress=bar, force=force, workers=workers)
     finally:
