@@ -13,6 +13,7 @@ from mvd_cli.common import cli_errors
 
 class PrepareDataset(str, enum.Enum):
     sysu = "sysu"
+    manifest = "manifest"
 
 
 def register(app: typer.Typer) -> None:
@@ -21,8 +22,8 @@ def register(app: typer.Typer) -> None:
 
 @cli_errors
 def prepare(
-    dataset: Annotated[PrepareDataset, typer.Argument(help="Data set to preprocess (sysu).")],
-    root: Annotated[Path, typer.Option("--root", "-r", help="SYSU-MM01 raw folder (cam1..cam6, exp/).")],
+    dataset: Annotated[PrepareDataset, typer.Argument(help="Data set to preprocess (sysu | manifest).")],
+    root: Annotated[Path, typer.Option("--root", "-r", help="SYSU-MM01 raw folder (cam1..cam6, exp/), or the manifest CSV.")],
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Where to write the cache (default: --root).")
     ] = None,
@@ -32,6 +33,8 @@ def prepare(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if the cache is up to date.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="Decoding threads.")] = 2,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    height: Annotated[int, typer.Option("--height", help="manifest: cached image height (the run's data.height).")] = 288,
+    width: Annotated[int, typer.Option("--width", help="manifest: cached image width (the run's data.width).")] = 144,
 ) -> None:
     """Resize every SYSU-MM01 training image (train + val ids) to 144x288 with Lanczos and write
     train_{rgb,ir}_resized_{img,label}.npy plus mvd_cache_manifest.json (counts, ids, cameras,
@@ -39,6 +42,12 @@ def prepare(
     from mvd_core.data.prepare import prepare_sysu
     from mvd_core.progress import Bar
 
+    if dataset is PrepareDataset.manifest:  # your own data (mvd_core.data.manifest)
+        from mvd_core.data.manifest import prepare_manifest
+
+        folder, fresh = prepare_manifest(root, out, height, width, progress=progress, force=force)
+        typer.echo(f"{folder}: manifest cache {'is up to date' if fresh else 'written'} ({height}x{width})")
+        return
     bar = Bar("prepare sysu") if progress else None
     try:
         res = prepare_sysu(root, out, skip_bad=skip_bad, progress=bar, force=force, workers=workers)

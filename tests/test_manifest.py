@@ -101,3 +101,30 @@ def test_structural_errors(sysu_root, tmp_path):
     with pytest.raises(DataError, match="manifest not found"):
         read_manifest_csv(tmp_path)
     np.testing.assert_array_equal(read_manifest_csv(path).pids, [1])
+
+
+def test_prepare_cache_is_read_instead_of_the_files(manifest, tmp_path):
+    from typer.testing import CliRunner
+
+    from mvd_cli.app import app
+    from mvd_core.data.datasets import load_images
+
+    out = tmp_path / "cache"
+    args = ["prepare", "manifest", "--root", str(manifest), "--out", str(out), "--height", "64",
+            "--width", "32", "--no-progress"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "written" in r.output, r.output
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "up to date" in r.output
+    raw_cfg = load_config("tiny", [f"data.root={manifest}", "data.dataset=manifest"]).data
+    cached_cfg = load_config("tiny", [f"data.root={manifest}", "data.dataset=manifest", f"data.cache={out}"]).data
+    raw, cached = load_train(raw_cfg), load_train(cached_cfg)
+    assert raw.visible.paths is not None and cached.visible.images is not None
+    for a, b in ((raw.visible, cached.visible), (raw.thermal, cached.thermal)):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        idx = np.arange(len(a))
+        np.testing.assert_array_equal(load_images(a, idx, 64, 32), load_images(b, idx, 64, 32))
+    stale = load_config("tiny", [f"data.root={manifest}", "data.dataset=manifest", f"data.cache={out}",
+                                 "data.height=128", "data.width=64"]).data
+    with pytest.raises(DataError, match="stale .* re-run mvd prepare manifest"):
+        load_train(stale)

@@ -715,7 +715,7 @@ def load_train(cfg: DataConfig) -> TrainSet:
     if cfg.dataset == "manifest":  # your own data: a CSV (mvd_core.data.manifest)
         from mvd_core.data.manifest import load_manifest_train
 
-        return load_manifest_train(_root(cfg))
+        return load_manifest_train(_root(cfg), cfg.cache or None, (cfg.height, cfg.width), cfg.resize)
     raise DataError(f"data.dataset: expected sysu, regdb or manifest, got {cfg.dataset!r}")
 
 

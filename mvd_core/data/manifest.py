@@ -17,6 +17,10 @@ Training uses the ``train`` rows (labels ``0..C-1`` in ascending identity order;
 needs both modalities). Evaluation: queries against the gallery with nothing excluded and the
 standard CMC (RegDB's protocol), one row. Any bad line is one error naming ``file:line`` and
 what was expected; images are checked to exist when the manifest is read.
+
+``mvd prepare manifest --root CSV`` decodes and resizes every image once into a cache
+(:func:`prepare_manifest`); training then reads the memory-mapped array instead of the files
+when the cache is up to date (same CSV bytes, image files, size and resize filter).
 """
 
 from __future__ import annotations
@@ -118,19 +122,26 @@ def read_manifest_csv(root: str | os.PathLike[str]) -> ManifestRows:
                         tuple(mods), tuple(splits), tuple(lines))
 
 
-def _imageset(rows: ManifestRows, idx: np.ndarray, modality: str, labels: np.ndarray | None = None):
-    from mvd_core.data.datasets import ImageSet
+def _imageset(rows: ManifestRows, idx: np.ndarray, modality: str, labels: np.ndarray | None = None,
+              images: np.ndarray | None = None):
+    from mvd_core.data.datasets import ImageSet, RowView
 
     pids = rows.pids[idx]
-    return ImageSet(pids=pids, labels=pids if labels is None else labels, cams=rows.cams[idx],
-                    modality=modality, paths=tuple(rows.paths[i] for i in idx.tolist()))
+    common = dict(pids=pids, labels=pids if labels is None else labels, cams=rows.cams[idx], modality=modality)
+    if images is not None:  # the prepared cache: rows of one memory-mapped array
+        return ImageSet(**common, images=RowView(images, idx))
+    return ImageSet(**common, paths=tuple(rows.paths[i] for i in idx.tolist()))
 
 
-def load_manifest_train(root: str | os.PathLike[str]):
-    """The ``train`` rows as a TrainSet (labels 0..C-1 by ascending identity)."""
+def load_manifest_train(root: str | os.PathLike[str], cache: str | os.PathLike[str] | None = None,
+                        size: tuple[int, int] | None = None, resize: str = "lanczos"):
+    """The ``train`` rows as a TrainSet (labels 0..C-1 by ascending identity). With ``size``
+    (height, width), images come from an up-to-date ``mvd prepare manifest`` cache (``cache``,
+    or next to the CSV) when there is one."""
     from mvd_core.data.datasets import TrainSet
 
     rows = read_manifest_csv(root)
+    images = _cached_images(rows, cache, size[0], size[1], resize) if size is not None else None
     split = np.array(rows.split)
     mod = np.array(rows.modality)
     train = split == "train"
@@ -147,7 +158,7 @@ def load_manifest_train(root: str | os.PathLike[str]):
             raise DataError(f"{rows.source}:{rows.lines[first]}: identity {int(lacking[0])} has train "
                             f"images but no {m} one (every training identity needs both modalities"
                             f"; {lacking.size} such)")
-        parts.append(_imageset(rows, idx, m, np.searchsorted(uniq, rows.pids[idx])))
+        parts.append(_imageset(rows, idx, m, np.searchsorted(uniq, rows.pids[idx]), images))
     ts = TrainSet(parts[0], parts[1], int(uniq.shape[0]), f"manifest {rows.source}")
     log.info("manifest %s: %d ids, %d visible + %d thermal training images",
              rows.source, ts.num_classes, len(parts[0]), len(parts[1]))
@@ -180,3 +191,101 @@ def load_manifest_test(root: str | os.PathLike[str], mode: str = "v2t"):
         out.append(_imageset(rows, idx, kinds[0]))
     arrow = f"{out[0].modality}->{out[1].modality}"
     return TestSet(out[0], out[1], "regdb", f"manifest {rows.source.name} {arrow}")
+
+
+# --------------------------------------------------------------------------------- cache
+
+#: the cache files (`mvd prepare manifest`), next to the CSV unless --out says otherwise
+CACHE_IMAGES = "manifest_images.npy"
+CACHE_INDEX = "manifest_cache.json"
+
+
+def _fingerprint(rows: ManifestRows, height: int, width: int, resize: str) -> str:
+    """The CSV's bytes, every image's size and mtime, the image size and the resize filter."""
+    import hashlib
+
+    h = hashlib.sha256(rows.source.read_bytes())
+    for p in rows.paths:
+        st = os.stat(p)
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    h.update(f"{height}x{width}:{resize}".encode())
+    return h.hexdigest()
+
+
+def prepare_manifest(root: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+                     height: int = 288, width: int = 144, resize: str = "lanczos",
+                     progress: object = None, force: bool = False) -> tuple[Path, bool]:
+    """Decode and resize every image of the manifest once into ``manifest_images.npy``
+    (uint8 N x height x width x 3, manifest line order) + ``manifest_cache.json``; both written
+    through temp files and renamed. Returns (cache folder, whether it was already up to date)."""
+    import json
+
+    from mvd_core.config import atomic_write_text
+    from mvd_core.data.imageio import progress_callback, read_resized
+
+    rows = read_manifest_csv(root)
+    folder = Path(out) if out is not None else rows.source.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint(rows, height, width, resize)
+    index = folder / CACHE_INDEX
+    if not force and index.exists() and (folder / CACHE_IMAGES).exists():
+        try:
+            if json.loads(index.read_text()).get("fingerprint") == fp:
+                return folder, True
+        except json.JSONDecodeError:
+            pass
+    report = progress_callback(progress, "prepare manifest")  # type: ignore[arg-type]
+    n = len(rows.paths)
+    tmp = folder / f".{CACHE_IMAGES}.{os.getpid()}.tmp"
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, height, width, 3))
+        for i, p in enumerate(rows.paths):
+            try:
+                arr[i] = read_resized(p, height, width, resize)
+            except DataError as e:
+                raise DataError(f"{rows.source}:{rows.lines[i]}: {e}") from None
+            if report is not None:
+                report(i + 1, n)
+        arr.flush()
+        del arr
+        os.replace(tmp, folder / CACHE_IMAGES)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    atomic_write_text(index, json.dumps({
+        "fingerprint": fp, "manifest": str(rows.source), "count": n, "height": height,
+        "width": width, "resize": resize, "paths": list(rows.paths)}, indent=1) + "\n")
+    log.info("manifest cache %s: %d images at %dx%d", folder, n, height, width)
+    return folder, False
+
+
+def _cached_images(rows: ManifestRows, cache: str | os.PathLike[str] | None, height: int,
+                   width: int, resize: str) -> np.ndarray | None:
+    """The cache's image array (memory-mapped) if one is up to date for this manifest and size;
+    None if there is none. An explicitly given cache that is stale is an error."""
+    import json
+
+    folder = Path(cache) if cache else rows.source.parent
+    index = folder / CACHE_INDEX
+    if not index.exists():
+        if cache:
+            raise DataError(f"{index}: no manifest cache there (run: mvd prepare manifest --root {rows.source} --out {folder})")
+        return None
+    try:
+        meta = json.loads(index.read_text())
+    except json.JSONDecodeError:
+        raise DataError(f"{index}: corrupt manifest cache index (re-run mvd prepare manifest)") from None
+    if meta.get("fingerprint") != _fingerprint(rows, height, width, resize):
+        if cache:
+            raise DataError(f"{index}: stale for {rows.source} at {height}x{width} ({resize}); "
+                            "re-run mvd prepare manifest")
+        log.info("%s: stale manifest cache, reading the images", index)
+        return None
+    try:
+        arr = np.load(folder / CACHE_IMAGES, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{folder / CACHE_IMAGES}: not a readable cache ({e})") from None
+    if arr.shape != (len(rows.paths), height, width, 3) or arr.dtype != np.uint8:
+        raise DataError(f"{folder / CACHE_IMAGES}: shape {arr.shape} {arr.dtype}, expected "
+                        f"({len(rows.paths)}, {height}, {width}, 3) uint8 (re-run mvd prepare manifest)")
+    return arr
