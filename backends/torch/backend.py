@@ -194,6 +194,7 @@ class TorchBackend:
         self.device = _resolve_device(device)
         if self.dist.enabled and self.device.type == "cuda" and self.device.index in (None, 0):
             self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per local rank
+            torch.cuda.set_device(self.device)  # before nccl's communicator is created
         self.seed = int(seed)
         self._dtype = self._check_precision(cfg.run.precision, cfg.run.amp)
         self._amp_dtype = self._check_amp(cfg.run.amp)
