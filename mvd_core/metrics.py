@@ -279,7 +279,9 @@ class _Accumulator:
         counts_all = np.concatenate(counts)
         starts = np.concatenate([[0], np.cumsum(counts_all)])
         flat = np.concatenate(ranks)
-        match_ranks = np.concatenate([flat[starts[i]:starts[i + 1]] for i in order]) if len(order) else flat
+        lens = counts_all[order]  # each query's matches, moved to the query's sorted place
+        moved = np.concatenate([[0], np.cumsum(lens)])[:-1]
+        match_ranks = flat[np.repeat(starts[:-1][order] - moved, lens) + np.arange(int(lens.sum()))]
         return PerQuery(
             query=q[order],
             ap=np.concatenate(ap)[order],
@@ -387,26 +389,30 @@ def _eval_block(
         first_rank = _dedup_first_rank(d, valid, cols[first], first_rank, u[valid], gal)
     detail = None
     if q_index is not None:  # per-query details: rank of every match, the top-K columns
-        top = _top_columns(d[valid], TOP_K)
+        every = valid.shape[0] == n_rows  # no copy of the block when every row counts
+        top = _top_columns(d if every else d[valid], TOP_K, s if every else s[valid])
         detail = (q_index[valid], rank, n_good[valid], top if col_map is None else col_map[top])
     acc.add(first_rank, ap, inp, detail)
 
 
-def _top_columns(block: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` smallest columns of each row, closest first (ties: lower column first)."""
-    n = block.shape[1]
-    k = min(k, n)
-    if k == n:
-        return np.argsort(block, axis=1, kind="stable")
-    part = np.argpartition(block, k, axis=1)[:, : k + 1]  # the k+1 smallest, unordered
-    vals = np.take_along_axis(block, part, axis=1)
-    order = np.lexsort((part, vals), axis=1)
-    part = np.take_along_axis(part, order, axis=1)
-    vals = np.take_along_axis(vals, order, axis=1)
-    tie = np.flatnonzero(vals[:, k - 1] == vals[:, k])  # the cut splits a tie: exact order
-    if tie.shape[0]:
-        part[tie] = np.argsort(block[tie], axis=1, kind="stable")[:, : k + 1]
-    return part[:, :k]
+def _top_columns(block: np.ndarray, k: int, sorted_rows: np.ndarray) -> np.ndarray:
+    """The ``k`` smallest columns of each row, closest first (ties: lower column first).
+
+    ``sorted_rows`` = ``np.sort(block, axis=1)`` (already made for the ranks): every entry up to
+    the row's k-th smallest value is a candidate (at least k per row); ordered by (value,
+    column), the first k of each row are kept.
+    """
+    k = min(k, block.shape[1])
+    n = block.shape[0]
+    rows, cols = np.nonzero(block <= sorted_rows[:, k - 1 : k])
+    if rows.shape[0] == n * k:  # exactly k per row (no tie at the cut): sort each row's k
+        cols = cols.reshape(n, k)  # ascending columns, so a stable sort breaks ties by column
+        vals = np.take_along_axis(block, cols, axis=1)
+        return np.take_along_axis(cols, np.argsort(vals, axis=1, kind="stable"), axis=1)
+    order = np.lexsort((cols, block[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    within = np.arange(rows.shape[0]) - np.searchsorted(rows, np.arange(n))[rows]
+    return cols[within < k].reshape(n, k)
 
 
 def _dedup_first_rank(
