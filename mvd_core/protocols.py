@@ -111,11 +111,12 @@ def _rows(name: str, value: object) -> int:
     return int(shape[0])
 
 
-def _rerank(q_feats: np.ndarray, g_feats: np.ndarray) -> np.ndarray:
-    """k-reciprocal re-ranked distances (defaults k1=20, k2=6, lambda=0.3; mvd_core.rerank)."""
+def _rerank(q_feats: np.ndarray, g_feats: np.ndarray, qq_sq: np.ndarray | None = None) -> np.ndarray:
+    """k-reciprocal re-ranked distances (defaults k1=20, k2=6, lambda=0.3; mvd_core.rerank);
+    ``qq_sq``: the queries' squared distances, shared by every trial."""
     from mvd_core.rerank import k_reciprocal_rerank
 
-    return k_reciprocal_rerank(q_feats, g_feats)
+    return k_reciprocal_rerank(q_feats, g_feats, qq_sq=qq_sq)
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,13 +385,17 @@ def run_sysu(
     if cand.shape[0] == 0:
         raise MvdError(f"g_cams: no image from the {mode}-search cameras")
     dist = distance(q_feats, np.asarray(g_feats)[cand], metric)
+    if rerank:  # the query x query block is the same in every trial: once
+        from mvd_core.rerank import squared_distances
+
+        qq_sq = squared_distances(q_feats, q_feats)
     rows: list[tuple[int, EvalResult]] = []
     for trial in trials:
         idx = sysu_gallery_indices(g_pids, g_cams, mode, shot, trial, gallery_draw,
                                    file_index=g_file_index, perms=perms)
         cols = np.searchsorted(cand, idx)
         result = evaluate_distances(
-            _rerank(q_feats, np.asarray(g_feats)[idx]) if rerank else dist[:, cols],
+            _rerank(q_feats, np.asarray(g_feats)[idx], qq_sq) if rerank else dist[:, cols],
             q_pids,
             g_pids[idx],
             q_cams,

@@ -29,12 +29,14 @@ import numpy as np
 
 from mvd_core.errors import MvdError
 
-__all__ = ["RerankConfig", "k_reciprocal_rerank"]
+__all__ = ["RerankConfig", "k_reciprocal_rerank", "squared_distances"]
 
 log = logging.getLogger(__name__)
 
 #: entries of one row block (rows per block = this // N)
 _BLOCK_ENTRIES = 1 << 22
+#: the distance rows are kept between the passes up to this many entries (256 MB float32)
+_KEEP_ENTRIES = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -44,13 +46,46 @@ class RerankConfig:
     lam: float = 0.3
 
 
-def _sq_dist_rows(x: np.ndarray, sq: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Rows start:stop of the squared-distance matrix, each divided by its maximum (float32)."""
-    d = sq[start:stop, None] + sq[None, :] - 2.0 * (x[start:stop] @ x.T)
+def _sq_dist_rows(x: np.ndarray, sq: np.ndarray, start: int, stop: int,
+                  qq_sq: np.ndarray | None = None) -> np.ndarray:
+    """Rows start:stop of the squared-distance matrix, each divided by its maximum (float32;
+    computed in the features' precision). ``qq_sq``: the query x query block, precomputed (the
+    query rows then only multiply against the gallery)."""
+    nq = 0 if qq_sq is None else qq_sq.shape[0]
+    d = np.empty((stop - start, x.shape[0]), dtype=x.dtype)
+    split = min(max(nq, start), stop)  # rows start:split are queries with a precomputed block
+    if split > start:
+        d[: split - start, :nq] = qq_sq[start:split]  # type: ignore[index]
+        np.matmul(x[start:split], x[nq:].T, out=d[: split - start, nq:])
+        d[: split - start, nq:] *= -2.0
+        d[: split - start, nq:] += sq[start:split, None]
+        d[: split - start, nq:] += sq[None, nq:]
+    if stop > split:
+        rest = d[split - start :]
+        np.matmul(x[split:stop], x.T, out=rest)
+        rest *= -2.0
+        rest += sq[split:stop, None]
+        rest += sq[None, :]
     np.maximum(d, 0.0, out=d)
-    d = d.astype(np.float32)
+    d = d.astype(np.float32, copy=False)
     peak = d.max(axis=1, keepdims=True)
     return d / np.where(peak > 0, peak, np.float32(1.0))
+
+
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``|a_i - b_j|^2`` (clipped at 0), in the features' precision: what
+    :func:`k_reciprocal_rerank` computes, for a block shared by many calls (``qq_sq``)."""
+    a, b = _features(a), _features(b)
+    d = a @ b.T
+    d *= -2.0
+    d += np.einsum("ij,ij->i", a, a)[:, None]
+    d += np.einsum("ij,ij->i", b, b)[None, :]
+    return np.maximum(d, 0.0, out=d)
+
+
+def _features(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
 
 def _reciprocal(ranks: np.ndarray, block: int) -> np.ndarray:
@@ -71,13 +106,21 @@ def k_reciprocal_rerank(
     lam: float = 0.3,
     *,
     chunk: int | None = None,
+    qq_sq: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Re-ranked (Q, G) float32 distance matrix (smaller = closer); see the module docstring."""
-    q = np.asarray(q_feats, dtype=np.float64)
-    g = np.asarray(g_feats, dtype=np.float64)
+    """Re-ranked (Q, G) float32 distance matrix (smaller = closer); see the module docstring.
+
+    Distances are computed in the features' precision (float32 features: float32 matrix
+    products, as the reference given float32 features). ``qq_sq``: the (Q, Q) squared distances
+    of the queries (:func:`squared_distances`), when many galleries are re-ranked against the
+    same queries (the SYSU-MM01 trials). Row blocks of the distance matrix are kept between
+    the two passes while the whole matrix fits in :data:`_KEEP_ENTRIES` entries, else
+    recomputed."""
+    q = _features(q_feats)
+    g = _features(g_feats)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or not len(q) or not len(g):
         raise MvdError(f"rerank: expected (Q, D) and (G, D) features, got {q.shape} and {g.shape}")
-    x = np.concatenate([q, g])
+    x = np.concatenate([q, g]).astype(np.result_type(q, g), copy=False)
     n, nq = x.shape[0], q.shape[0]
     if not 1 <= k1 < n:
         raise MvdError(f"rerank k1: expected 1..{n - 1} (fewer than the {n} images), got {k1}")
@@ -87,6 +130,9 @@ def k_reciprocal_rerank(
         raise MvdError(f"rerank lambda: expected 0..1, got {lam}")
     block = max(1, (_BLOCK_ENTRIES // n) if chunk is None else int(chunk))
     sq = np.einsum("ij,ij->i", x, x)
+    if qq_sq is not None and np.shape(qq_sq) != (nq, nq):
+        raise MvdError(f"rerank qq_sq: expected the ({nq}, {nq}) query distances, got {np.shape(qq_sq)}")
+    keep: dict[int, np.ndarray] | None = {} if n * n <= _KEEP_ENTRIES else None
     kh = int(np.around(k1 / 2.0))
 
     # pass 1: nearest k1+1 of every image; keep the query rows of d (gallery columns)
@@ -94,7 +140,9 @@ def k_reciprocal_rerank(
     d_qg = np.empty((nq, n - nq), dtype=np.float32)
     for s in range(0, n, block):
         e = min(n, s + block)
-        d = _sq_dist_rows(x, sq, s, e)
+        d = _sq_dist_rows(x, sq, s, e, qq_sq)
+        if keep is not None:
+            keep[s] = d
         ranks[s:e] = np.argsort(d, axis=1, kind="stable")[:, : k1 + 1]
         if s < nq:
             d_qg[s : min(e, nq)] = d[: min(e, nq) - s, nq:]
@@ -118,7 +166,8 @@ def k_reciprocal_rerank(
         take = accept[..., None] & cand_ok
         rows3 = np.broadcast_to(np.arange(e - s)[:, None, None], cand_half.shape)
         mask[rows3[take], cand_half[take]] = True
-        w = np.where(mask, np.exp(-_sq_dist_rows(x, sq, s, e)), np.float32(0.0))
+        d = keep.pop(s) if keep is not None else _sq_dist_rows(x, sq, s, e, qq_sq)
+        w = np.where(mask, np.exp(-d), np.float32(0.0))
         v[s:e] = w / w.sum(axis=1, keepdims=True)
 
     if k2 != 1:  # local query expansion

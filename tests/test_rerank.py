@@ -123,3 +123,15 @@ def test_protocols_rerank_each_trial_gallery():
     want = evaluate(k_reciprocal_rerank(qf, gf), q_pids, g_pids, np.ones_like(q_pids), 2 * np.ones_like(g_pids),
                     protocol="regdb")
     assert r.mAP == pytest.approx(want.mAP)
+
+
+def test_precomputed_query_block_and_float64():
+    from mvd_core.rerank import squared_distances
+
+    rng = np.random.default_rng(9)
+    feats = _clustered(rng, 10, 6, 12)
+    q, g = feats[:20], feats[20:]
+    plain = k_reciprocal_rerank(q, g, chunk=7)
+    np.testing.assert_allclose(k_reciprocal_rerank(q, g, qq_sq=squared_distances(q, q), chunk=7), plain, atol=1e-6)
+    ref = reference_re_ranking(_euclid(q, g), _euclid(q, q), _euclid(g, g))
+    np.testing.assert_allclose(k_reciprocal_rerank(q.astype(np.float64), g.astype(np.float64)), ref, atol=1e-6)
