@@ -206,6 +206,8 @@ def _examples(run_dir: Path, cfg: Any) -> str:
     if not npz.exists() or cfg is None:
         return "<p class=note>no per-query data (report.npz) for the final report</p>"
     name, trials = read_eval_npz(npz)
+    if not trials or not len(next(iter(trials.values())).get("ap", ())):
+        return "<p class=note>no valid query in the final report</p>"
     trial, data = next(iter(trials.items()))
     try:
         test = load_test(cfg.data, cfg.eval.regdb_mode)
