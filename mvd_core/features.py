@@ -43,10 +43,13 @@ def extract(backend: Backend, imageset: ImageSet, modality: str, cfg: Config,
 
 
 def testset_features(backend: Backend, testset: TestSet, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
-    """(query features, gallery features) of a test set, each in its own modality."""
+    """(query features, gallery features) of a test set, each in its own modality (a progress
+    bar on a terminal: :mod:`mvd_core.progress`)."""
+    from mvd_core.progress import Bar
+
     t0 = time.perf_counter()
-    qf = extract(backend, testset.query, testset.query.modality, cfg)
-    gf = extract(backend, testset.gallery, testset.gallery.modality, cfg)
+    qf = extract(backend, testset.query, testset.query.modality, cfg, Bar("features: query"))
+    gf = extract(backend, testset.gallery, testset.gallery.modality, cfg, Bar("features: gallery"))
     log.info("features: %d query, %d gallery in %.1f s", len(qf), len(gf), time.perf_counter() - t0)
     return qf, gf
 
