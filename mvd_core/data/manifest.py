@@ -220,8 +220,8 @@ def prepare_manifest(root: str | os.PathLike[str], out: str | os.PathLike[str] |
     through temp files and renamed. Returns (cache folder, whether it was already up to date)."""
     import json
 
-    from mvd_core.config import atomic_write_text
     from mvd_core.data.imageio import progress_callback, read_resized
+    from mvd_core.io import atomic_path, atomic_write_text
 
     rows = read_manifest_csv(root)
     folder = Path(out) if out is not None else rows.source.parent
@@ -236,8 +236,7 @@ def prepare_manifest(root: str | os.PathLike[str], out: str | os.PathLike[str] |
             pass
     report = progress_callback(progress, "prepare manifest")  # type: ignore[arg-type]
     n = len(rows.paths)
-    tmp = folder / f".{CACHE_IMAGES}.{os.getpid()}.tmp"
-    try:
+    with atomic_path(folder / CACHE_IMAGES) as tmp:  # mvd_core.io: temp file, fsync, rename
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, height, width, 3))
         for i, p in enumerate(rows.paths):
             try:
@@ -248,10 +247,6 @@ def prepare_manifest(root: str | os.PathLike[str], out: str | os.PathLike[str] |
                 report(i + 1, n)
         arr.flush()
         del arr
-        os.replace(tmp, folder / CACHE_IMAGES)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     atomic_write_text(index, json.dumps({
         "fingerprint": fp, "manifest": str(rows.source), "count": n, "height": height,
         "width": width, "resize": resize, "paths": list(rows.paths)}, indent=1) + "\n")
