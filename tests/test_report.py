@@ -198,3 +198,14 @@ def test_tensorboard_events_follow_the_log(trained):
     final = [r for r in recs if r.get("eval") == "test"][-1]
     (m,) = [v for t, s, v in events if t == "eval/test/mAP"]
     assert m == pytest.approx(final["mAP"], rel=1e-6)
+
+
+@pytest.mark.torch
+def test_train_no_html(sysu_root, tmp_path):
+    sets = [f"data.root={sysu_root}", f"run.out={tmp_path}", "run.tag=n", "model.width=4",
+            "data.height=64", "data.width=32", "schedule.steps_per_epoch=1", "data.workers=1",
+            "eval.trials=1", "schedule.epochs=1"]
+    r = runner.invoke(app, ["train", "--config", "tiny", "--no-html", *[a for s in sets for a in ("--set", s)]])
+    assert r.exit_code == 0, r.output
+    assert "html report" not in r.output and not (tmp_path / "n" / "report.html").exists()
+    assert (tmp_path / "n" / "report.json").exists()
