@@ -20,12 +20,14 @@ demo: $(STAMP)
 	$(VENV)/bin/mvd demo
 
 # The full default test suite (both backends, parity); slow tests: `make test-all`.
+# Two pytest workers (one per core; every test runs single-threaded), each module on one worker
+# so its module fixtures are built once (tests/conftest.py groups them).
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 test-all: $(STAMP)
-	$(PY) -m pytest -m ""
+	$(PY) -m pytest -n 2 --dist loadgroup -m ""
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_metrics.py

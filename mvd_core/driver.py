@@ -92,7 +92,13 @@ def build_backend(cfg: Config, num_classes: int, ckpt: Checkpoint | None = None)
     if ckpt is not None:
         backend.load_state(ckpt.params, strict=True)
         backend.load_optimizer_state(ckpt.optimizer)
-        backend.load_rng_state(ckpt.rng)
+        if ckpt.meta.get("backend", backend.name) == backend.name:
+            backend.load_rng_state(ckpt.rng)
+        else:  # parameters and optimiser state are canonical; a framework's RNG state is not
+            log.warning(
+                "continuing a %s run on %s: its dropout RNG restarts from run.seed (the run goes "
+                "on exactly but for the dropout masks)", ckpt.meta.get("backend"), backend.name,
+            )
     return backend
 
 
@@ -280,7 +286,7 @@ def evaluate_checkpoint(
     from mvd_core.features import evaluate_backend_all
 
     ck_path = resolve_checkpoint(checkpoint)
-    ckpt = load_checkpoint(ck_path)
+    ckpt = read_model_file(ck_path)
     cfg = checkpoint_config(ckpt, ck_path)
     if cfg is None:
         if config is None:
@@ -321,6 +327,16 @@ def evaluate_checkpoint(
         log.info("%s: %s", key, fmt(summary(rep)))
     run_dir = run_dir_of(ck_path)
     return Evaluation(reports, ck_path, cfg, run_dir if run_dir is not None else ck_path.parent)
+
+
+def read_model_file(path: Path) -> Checkpoint:
+    """A checkpoint of record (``.safetensors``), or bare MVD parameters in another format
+    ``mvd convert`` writes (``.npz``, torch ``.pth``/``.pt``, MindSpore ``.ckpt``)."""
+    if path.suffix == ".safetensors":
+        return load_checkpoint(path)
+    from mvd_core.convert import read_params
+
+    return Checkpoint(params=read_params(path, "mvd"), meta={"source": str(path)})
 
 
 def _num_classes(params: dict[str, np.ndarray], source: Path) -> int:

@@ -40,12 +40,13 @@ MUTABLE_ON_RESUME: tuple[str, ...] = (
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A run folder (→ its ``checkpoints/last.safetensors``) or a checkpoint file."""
+    """A run folder (→ its ``checkpoints/last.safetensors``) or a model file."""
     p = Path(path)
     if p.is_dir():
         p = p / "checkpoints" / "last.safetensors"
     if not p.is_file():
-        raise MvdError(f"{path}: no checkpoint there (expected a run folder or a .safetensors file)")
+        raise MvdError(f"{path}: no checkpoint there (expected a run folder or a model file: "
+                       ".safetensors, .npz, .pth, .ckpt)")
     return p
 
 

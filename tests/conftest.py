@@ -17,3 +17,14 @@ def sysu_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "SYSU-MM01"
     synth_sysu(root, ids=20, images_per_cam=3, seed=0)
     return root
+
+
+#: modules whose tests are independent of each other and expensive: each test is its own
+#: xdist group, so the two workers share them (every other module stays on one worker)
+SPREAD = {"test_e2e"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        mod = item.module.__name__.rpartition(".")[2]
+        item.add_marker(pytest.mark.xdist_group(item.nodeid if mod in SPREAD else mod))
