@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_e2e import SHRINK, mvd
 
 pytestmark = [pytest.mark.torch, pytest.mark.mindspore, pytest.mark.e2e]
