@@ -31,10 +31,12 @@ def export(
     device: DeviceOpt = None,
     config: Annotated[Optional[str], typer.Option("--config", "-c", help="Recipe or YAML for a checkpoint without a config.")] = None,
     sets: SetOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="Run the ONNX file in onnxruntime against the backend on seeded images (max |diff| <= 1e-5).")] = False,
 ) -> None:
     """Export images (normalised float32 N x 3 x H x W) -> L2-normalised test features."""
     from mvd_core.export import export_model
 
     path = export_model(resume, fmt.value, out, backend=backend.value if backend else None,
-                        device=device, batch=batch, config=config, overrides=list(sets or []))
-    typer.echo(f"exported: {path}")
+                        device=device, batch=batch, config=config, overrides=list(sets or []),
+                        check=check)
+    typer.echo(f"exported: {path}" + (" (onnxruntime check passed)" if check else ""))

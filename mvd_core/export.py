@@ -26,7 +26,23 @@ from mvd_core.errors import MvdError
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "mindir")
+#: |onnxruntime - backend| bound on the L2-normalised features (float32 arithmetic, reordered)
+CHECK_ATOL = 1e-5
 _SUFFIX = {"onnx": ".onnx", "mindir": ".mindir"}
+
+
+def check_onnx(path: str | os.PathLike[str], net: Any, height: int, width: int, n: int = 8,
+               seed: int = 0) -> float:
+    """max |Δ| between the exported file run by onnxruntime and ``net`` (the backend that
+    exported it) on ``n`` seeded random images; MvdError beyond :data:`CHECK_ATOL`."""
+    x = np.random.default_rng(seed).normal(size=(n, 3, height, width)).astype(np.float32)
+    got = onnx_features(path, x)
+    want = np.asarray(net.extract_features(x, "visible"), dtype=np.float32)
+    err = float(np.abs(got - want).max())
+    if not err <= CHECK_ATOL:
+        raise MvdError(f"{path}: onnxruntime features differ from the {net.name} backend's by "
+                       f"{err:.3g} (expected <= {CHECK_ATOL:g})")
+    return err
 
 
 def export_model(
@@ -39,8 +55,10 @@ def export_model(
     batch: int | None = None,
     config: Any = None,
     overrides: Sequence[str] = (),
+    check: bool = False,
 ) -> Path:
-    """Export the run's (or checkpoint's) test-feature network as ``fmt`` to ``out``."""
+    """Export the run's (or checkpoint's) test-feature network as ``fmt`` to ``out``;
+    ``check`` (ONNX): run the file in onnxruntime against the backend (:func:`check_onnx`)."""
     from mvd_core.api import load_backend
     from mvd_core.tensorboard import prefer_python_protobuf
 
@@ -55,6 +73,11 @@ def export_model(
     module = importlib.import_module(f"mvd_backends.{cfg.run.backend}.export")
     written = getattr(module, f"export_{fmt}")(net, out, cfg.data.height, cfg.data.width, batch)
     log.info("exported %s (%s backend) to %s", path, cfg.run.backend, written)
+    if check:
+        if fmt != "onnx":
+            raise MvdError("--check: onnxruntime runs ONNX files only (--format onnx)")
+        err = check_onnx(written, net, cfg.data.height, cfg.data.width, n=batch or 8)
+        log.info("onnxruntime vs the %s backend: max |diff| %.3g (<= %g)", cfg.run.backend, err, CHECK_ATOL)
     return Path(written)
 
 

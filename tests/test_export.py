@@ -54,7 +54,8 @@ def test_torch_onnx_dynamic_batch(run_dir, images, reference, tmp_path):
     import onnx
 
     out = tmp_path / "mvd.onnx"
-    _export("--resume", str(run_dir), "--format", "onnx", "--out", str(out))
+    r = _export("--resume", str(run_dir), "--format", "onnx", "--out", str(out), "--check")
+    assert "onnxruntime check passed" in r.output
     graph = onnx.load(str(out)).graph
     assert [i.name for i in graph.input] == ["images"]
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a named, dynamic batch
@@ -84,6 +85,17 @@ def test_mindspore_mindir(run_dir, images, reference, tmp_path):
             "--backend", "mindspore", "--device", "CPU", "--batch", "7")
     cell = ms.nn.GraphCell(ms.load(str(out)))
     np.testing.assert_allclose(cell(ms.Tensor(images)).asnumpy(), reference, rtol=0, atol=TOL)
+
+
+def test_check_catches_a_different_network(run_dir, tmp_path):
+    from mvd_core.api import load_backend
+    from mvd_core.errors import MvdError
+    from mvd_core.export import check_onnx, export_model
+
+    out = export_model(run_dir, "onnx", tmp_path / "a.onnx")
+    other, _, _ = load_backend(run_dir, overrides=["model.feat_norm=joint"])  # another test feature
+    with pytest.raises(MvdError, match="onnxruntime features differ from the torch backend's"):
+        check_onnx(out, other, 64, 32)
 
 
 def test_export_errors(run_dir, tmp_path):
