@@ -195,3 +195,70 @@ def test_cli_synth_bad_input_exit_2(tmp_path: Path) -> None:
     assert r.output.strip().count("\n") == 0 and "error:" in r.output and str(user) in r.output
     r = runner.invoke(app, ["synth", "--layout", "market", "--out", str(tmp_path / "m")])
     assert r.exit_code == 2 and not (tmp_path / "m").exists()
+
+
+def test_size_scale_halves_the_crops(tmp_path: Path) -> None:
+    info = S.synth_sysu(tmp_path / "s", ids=4, images_per_cam=1, seed=0, size_scale=0.5)
+    assert info.params["size_scale"] == 0.5
+    for c, (h, w) in S.SYSU_CAM_SIZES.items():
+        for f in (tmp_path / "s" / f"cam{c}").glob("*/*.jpg"):
+            assert Image.open(f).size == (round(w / 2), round(h / 2))
+    with pytest.raises(DataError, match="size_scale"):
+        S.synth_sysu(tmp_path / "x", ids=4, size_scale=0.1)
+
+
+def _torso_rows(idt: S.Identity, thermal: bool) -> np.ndarray:
+    """Mean intensity per image row inside the torso (front view, no clutter, no noise)."""
+    cam = S.make_camera(0, 3 if thermal else 1, thermal, (128, 64))
+    cam = S.dataclasses.replace(cam, noise=0.0, blur=0, gain=1.0)
+    pose = S._draw_poses(np.random.default_rng(1), 1, cam, view=np.zeros(1, np.int64))
+    for key in ("n_clutter", "occluder"):
+        pose[key][:] = 0
+    pose["grad"][:] = 0
+    img = S.render(idt, pose, cam, np.random.default_rng(2))[0, ..., 0].astype(float)
+    torso = S._geometry(idt, pose, 128, 64)["torso"][0] > 0.99
+    ys = np.flatnonzero(torso.sum(axis=1) >= 3)
+    ys = ys[len(ys) // 5: len(ys) - len(ys) // 5]  # the middle of the torso (no arms, bag, neck)
+    xs = [np.flatnonzero(torso[y]) for y in ys]
+    return np.array([img[y, x[len(x) // 2 - 1: len(x) // 2 + 2]].mean() for y, x in zip(ys, xs)])
+
+
+def test_patterns_show_in_thermal_and_caps_are_cool() -> None:
+    """Fabric pattern geometry survives into thermal (weaker than in colour); a cap is colder
+    than the skin it covers."""
+    people = [S.make_identity(0, p) for p in range(1, 200)]
+    striped = [p for p in people if p.pattern == 1][:5]  # horizontal stripes: rows alternate
+    assert len(striped) == 5
+    for p in striped:
+        rows = _torso_rows(p, thermal=True)
+        assert rows.max() - rows.min() > 0.08 * 255, p.pid  # stripes well above sensor noise (<9)
+    solid = [p for p in people if p.pattern == 0][:5]
+    for p in solid:
+        rows = _torso_rows(p, thermal=True)
+        assert rows.max() - rows.min() < 3, p.pid
+    hats = [p for p in people if p.hat]
+    assert 0.1 < len(hats) / len(people) < 0.3
+    p = hats[0]
+    assert p.t_hat < p.t_skin - 0.3
+    cam = S.make_camera(0, 3, True, (128, 64))
+    pose = S._draw_poses(np.random.default_rng(1), 1, cam, view=np.zeros(1, np.int64))
+    g = S._geometry(p, pose, 128, 64)
+    assert (g["hat"] > 0.99).sum() > 10 and (g["hat"] * g["head"]).sum() > 0
+
+
+def test_training_free_matchers_are_near_chance_cross_modally(tmp_path: Path) -> None:
+    """Colour does not survive into thermal and raw pixels are dominated by pose, place and
+    background: a colour-histogram matcher and raw-pixel nearest neighbour stay near chance
+    thermal->visible (the trained model is compared with them in tests/test_learning.py)."""
+    from mvd_core.config import apply_overrides, load_config
+    from mvd_core.data.datasets import load_test
+    from mvd_core.demo import baseline_reports
+
+    S.synth_sysu(tmp_path / "s", ids=80, images_per_cam=3, seed=0, split=(0.5, 0.1, 0.4), size_scale=0.5)
+    cfg = apply_overrides(load_config("demo"), [f"data.root={tmp_path / 's'}", "eval.trials=10"])
+    test = load_test(cfg.data)
+    n_ids = len(set(test.query.pids.tolist()))
+    assert n_ids == 32
+    chance = 100 / n_ids
+    for name, rep in baseline_reports(test, cfg).items():
+        assert rep.mean["R1"] < 2.5 * chance, (name, rep.mean["R1"])

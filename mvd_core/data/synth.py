@@ -12,10 +12,11 @@ walking figure with a fixed appearance:
   a chest band or two-tone) with a second colour and stripe period, short or long sleeves,
   trousers or shorts (trouser colours drawn from typical palettes), shoe colour;
 * skin tone, hair colour, short or long hair; a bag (none, backpack, hand bag on the left or right)
-  with its colour;
-* a **thermal signature**: skin is hot, hair warm, clothing temperature follows per-identity
-  fabric insulation (partly correlated with how dark the clothes are), shoes cool, a bag cold;
-  patterns show only faintly (fabric texture).
+  with its colour; sometimes a cap;
+* an **infrared signature**: skin is bright, hair mid-grey; each fabric's infrared brightness
+  follows its reflectance -- half its visible lightness, half a per-identity material draw,
+  never its hue -- so a pattern's geometry (stripes, checks, a band) shows in infrared with
+  its own contrast; shoes, the bag and a cap are dark.
 
 Each **image** varies: view (front, back or side, with camera-dependent odds; left/right swap
 with the view), pose (leg stride, arm swing, lean), scale, position, background (per-camera wall
@@ -23,12 +24,14 @@ and floor, 0–3 clutter objects, sometimes an occluder in front), illumination 
 and colour cast, per-image brightness and a lighting gradient), blur (some cameras) and sensor
 noise; clothing colours jitter slightly.
 
-**Thermal images** are a different rendering of the same person, not the grey version of the
-RGB image: intensities come from the thermal signature over a cool background with its own
-clutter temperatures, optical blur, stronger noise and per-image gain/offset; they are one
-channel replicated to three, like the real infrared images. What links the two modalities of an
-identity is what survives the modality gap in real data: shape and proportions, exposed skin
-(sleeves, shorts), hair length, the bag, the pattern's geometry, and (weakly) clothing darkness.
+**Thermal images** (the infrared cameras) are a different rendering of the same person, not the
+grey version of the RGB image: intensities come from the infrared signature over a dark
+background with its own clutter intensities, optical blur, stronger noise and per-image
+gain/offset; they are one channel replicated to three, like the real infrared images. What links
+the two modalities of an identity is what survives the modality gap in real (SYSU-MM01:
+near-infrared) data: shape and proportions, exposed skin (sleeves, shorts), hair length, the bag
+and cap, the pattern's geometry, and partly the clothes' lightness -- colour does not survive (a
+colour-histogram matcher and raw-pixel matching stay near chance, see the tests).
 
 Layouts
 -------
@@ -44,11 +47,13 @@ Layouts
 Both write into a temporary folder and rename it into place (no partial output), and add
 ``mvd_synth.json`` (parameters, counts) so a re-run may replace its own earlier output; they refuse
 to overwrite a folder that was not written by them. Output is a pure function of the arguments.
-Defaults: SYSU 60 ids × 6 cameras × 5 images (~1,600 images of about 64×128) in a few seconds.
+Defaults: SYSU 60 ids × 6 cameras × 5 images (~1,600 images of about 64×128) in a few seconds;
+``size_scale=0.5`` renders ~32×64 crops about 4x faster (the demo: its model sees 32×64).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -68,7 +73,7 @@ from mvd_core.io import make_temp_dir
 log = logging.getLogger(__name__)
 
 MARKER = "mvd_synth.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: visible thermal fabric patterns, caps, size_scale
 
 #: (height, width) of the images of each SYSU camera (real crops differ per camera too)
 SYSU_CAM_SIZES: dict[int, tuple[int, int]] = {
@@ -107,6 +112,12 @@ _SHOES = np.array([[0.06, 0.06, 0.06], [0.92, 0.92, 0.90], [0.40, 0.26, 0.15], [
                   np.float32)
 
 
+def _ir_fabric(lightness: float, material: float) -> float:
+    """Infrared brightness of a fabric: its visible lightness (0..1) and a per-identity
+    material draw (0..1) contribute about equally; the range stays below the bright skin."""
+    return float(0.12 + 0.4 * lightness + 0.32 * material)
+
+
 @dataclass(frozen=True)
 class Identity:
     """One synthetic person's fixed appearance (see the module docstring)."""
@@ -129,13 +140,16 @@ class Identity:
     shoes: np.ndarray
     bag: int  # 0 none, 1 backpack, 2 hand bag left, 3 hand bag right
     bag_color: np.ndarray
+    hat: bool  # a cap: covers the top of the head, cool in thermal
+    hat_color: np.ndarray
     t_skin: float
     t_hair: float
     t_shirt: float
     t_trousers: float
     t_shoes: float
     t_bag: float
-    t_pattern: float
+    t_shirt2: float  # the pattern's second fabric
+    t_hat: float
     female: bool
     facing: int  # RegDB: 0 front, 1 back
 
@@ -156,7 +170,10 @@ def make_identity(seed: int, pid: int) -> Identity:
     if r.random() < 0.1:
         trousers = _hsv(r.random(), r.uniform(0.3, 0.9), r.uniform(0.2, 0.9))
     long_hair = bool(r.random() < 0.35)
-    thick_top, thick_bottom = r.random(), r.random()
+    fabric = r.random(3)  # infrared reflectance of shirt, trousers, the pattern's second fabric
+    hat = bool(r.random() < 0.2)
+    hat_color = _hsv(r.random(), r.uniform(0.1, 0.9), r.uniform(0.15, 0.9))
+    t_hat = float(r.uniform(0.3, 0.45))
     return Identity(
         pid=pid,
         height=float(r.uniform(0.80, 0.94)),
@@ -169,20 +186,26 @@ def make_identity(seed: int, pid: int) -> Identity:
         shirt=shirt,
         shirt2=shirt2,
         pattern=int(r.choice(6, p=[0.3, 0.15, 0.12, 0.12, 0.16, 0.15])),
-        period=float(r.uniform(0.05, 0.1)),
+        period=float(r.uniform(0.07, 0.13)),  # >= ~4 px per period at 64 px height
         long_sleeves=bool(r.random() < 0.55),
         trousers=np.clip(trousers, 0, 1).astype(np.float32),
         shorts=bool(r.random() < 0.2),
         shoes=_SHOES[r.integers(len(_SHOES))],
         bag=int(r.choice(4, p=[0.45, 0.3, 0.125, 0.125])),
         bag_color=_hsv(r.random(), r.uniform(0.1, 0.8), r.uniform(0.1, 0.6)),
+        hat=hat,
+        hat_color=hat_color,
         t_skin=float(r.uniform(0.82, 0.95)),
         t_hair=float(r.uniform(0.5, 0.65)),
-        t_shirt=float(0.72 - 0.2 * thick_top + 0.22 * (0.5 - _lum(shirt))),
-        t_trousers=float(0.68 - 0.16 * thick_bottom + 0.22 * (0.5 - _lum(trousers))),
+        # fabric: infrared brightness follows the cloth's reflectance -- partly its visible
+        # lightness, partly the material (dye, weave), drawn per identity; never its hue
+        t_shirt=_ir_fabric(_lum(shirt), fabric[0]),
+        t_trousers=_ir_fabric(_lum(trousers), fabric[1]),
         t_shoes=float(r.uniform(0.3, 0.45)),
         t_bag=float(r.uniform(0.12, 0.3)),
-        t_pattern=float(r.uniform(0.06, 0.12)),
+        # a printed/woven pattern's second fabric: its geometry shows in infrared
+        t_shirt2=_ir_fabric(_lum(shirt2), fabric[2]),
+        t_hat=t_hat,
         female=bool(r.random() < (0.75 if long_hair else 0.3)),
         facing=int(r.integers(2)),
     )
@@ -214,7 +237,7 @@ def make_camera(seed: int, cam: int, thermal: bool, size: tuple[int, int], tag: 
         floor = wall + np.float32(r.uniform(-0.05, 0.12))
         cast = np.ones(1, np.float32)
         noise = r.uniform(4, 9) / 255
-        blur = 2
+        blur = 1
         gain = r.uniform(0.85, 1.15)
     else:
         wall = _hsv(r.random(), r.uniform(0.05, 0.35), r.uniform(0.35, 0.85))
@@ -333,6 +356,13 @@ def _geometry(idt: Identity, pose: dict[str, np.ndarray], h: int, w: int) -> dic
     long_rect = rect(-side * rx * 0.5, (ry + hh + 0.13) / 2, rx * (1.1 - 0.5 * side), (hh + 0.13 - ry) / 2)
     long_back = long_rect * front * float(idt.long_hair)
     long_front = long_rect * (1 - front) * float(idt.long_hair)
+    # cap: the crown of the head and a brim (to the front; sideways in the side view)
+    if idt.hat:
+        crown = head * soft(v - 0.85 * ry)
+        brim = rect(side * rx * 0.6, 0.85 * ry, rx * (1.15 + 0.2 * side), 0.012)
+        hat = np.maximum(crown, brim)
+    else:
+        hat = np.zeros((k, h, w), np.float32)
 
     # bag
     zeros = np.zeros((k, h, w), np.float32)
@@ -367,7 +397,7 @@ def _geometry(idt: Identity, pose: dict[str, np.ndarray], h: int, w: int) -> dic
     return {
         "long_back": long_back, "legs": legs, "leg_skin": leg_skin, "shoes": shoes, "torso": torso,
         "arm_shirt": arm_shirt, "arm_skin": arm_skin, "neck": neck, "head": head, "hair": hair,
-        "long_front": long_front, "bag": bag, "pattern": np.broadcast_to(pat, (k, h, w)),
+        "long_front": long_front, "hat": hat, "bag": bag, "pattern": np.broadcast_to(pat, (k, h, w)),
     }
 
 
@@ -416,11 +446,12 @@ def render(idt: Identity, pose: dict[str, np.ndarray], cam: Camera, noise_rng: n
     g = _geometry(idt, pose, h, w)
     img = _background(pose, cam, h, w)
     if cam.thermal:
-        shirt = (idt.t_shirt + idt.t_pattern * (g["pattern"] - 0.5))[..., None]
+        shirt = (idt.t_shirt * (1 - g["pattern"]) + idt.t_shirt2 * g["pattern"])[..., None]
         colours: dict[str, Any] = {
             "long_back": idt.t_hair, "legs": idt.t_trousers, "leg_skin": idt.t_skin, "shoes": idt.t_shoes,
             "torso": shirt, "arm_shirt": shirt, "arm_skin": idt.t_skin, "neck": idt.t_skin,
-            "head": idt.t_skin, "hair": idt.t_hair, "long_front": idt.t_hair, "bag": idt.t_bag,
+            "head": idt.t_skin, "hair": idt.t_hair, "long_front": idt.t_hair, "hat": idt.t_hat,
+            "bag": idt.t_bag,
         }
     else:
         jit = (1.0 + pose["jitter"]).astype(np.float32)[:, None, None, :]
@@ -429,7 +460,8 @@ def render(idt: Identity, pose: dict[str, np.ndarray], cam: Camera, noise_rng: n
         colours = {
             "long_back": idt.hair, "legs": idt.trousers * jit, "leg_skin": idt.skin, "shoes": idt.shoes,
             "torso": shirt, "arm_shirt": shirt, "arm_skin": idt.skin, "neck": idt.skin,
-            "head": idt.skin, "hair": idt.hair, "long_front": idt.hair, "bag": idt.bag_color,
+            "head": idt.skin, "hair": idt.hair, "long_front": idt.hair, "hat": idt.hat_color,
+            "bag": idt.bag_color,
         }
     for part, value in colours.items():
         _paint(img, g[part], np.asarray(value, np.float32))
@@ -511,6 +543,15 @@ def _write_marker(tmp: Path, info: SynthInfo) -> None:
                                            "mvd_version": __version__}, indent=1) + "\n")
 
 
+def _scaled(cam: Camera, scale: float) -> Camera:
+    """``cam`` with its image size and blur radius multiplied by ``scale``."""
+    if scale == 1.0:
+        return cam
+    h, w = cam.size
+    return dataclasses.replace(cam, size=(max(16, round(h * scale)), max(8, round(w * scale))),
+                               blur=int(round(cam.blur * scale)))
+
+
 def _split_ids(n: int, seed: int, fractions: tuple[float, float, float]) -> dict[str, list[int]]:
     ids = np.arange(1, n + 1)
     perm = np.random.default_rng([seed, _T_SPLIT, n]).permutation(ids)
@@ -535,17 +576,23 @@ def synth_sysu(
     split: tuple[float, float, float] = (0.6, 0.1, 0.3),
     missing_cam_p: float = 0.1,
     quality: int = 90,
+    size_scale: float = 1.0,
 ) -> SynthInfo:
     """Write a synthetic SYSU-MM01 (raw layout) to ``out``; see the module docstring.
 
     ``split``: fractions of ids for train / val / test (at least one each). ``missing_cam_p``:
     chance that a (camera, id) folder is absent (every id keeps a visible and a thermal camera).
+    ``size_scale``: image sizes (and blur radii) relative to :data:`SYSU_CAM_SIZES` -- 0.5
+    renders about 64x32 crops, ~4x faster, for a model that sees 64x32 anyway (the demo).
     """
     out = Path(out)
     _check_args(ids, images_per_cam, seed, 3)
+    if not 0.25 <= size_scale <= 4.0:
+        raise DataError(f"size_scale: expected 0.25..4, got {size_scale}")
     _prepare_out(out)
     splits = _split_ids(ids, seed, split)
-    cams = {c: make_camera(seed, c, c in SYSU_THERMAL, SYSU_CAM_SIZES[c]) for c in range(1, 7)}
+    cams = {c: _scaled(make_camera(seed, c, c in SYSU_THERMAL, SYSU_CAM_SIZES[c]), size_scale)
+            for c in range(1, 7)}
     tmp = make_temp_dir(out)  # mode 0o777 & ~umask, not mkdtemp's 0700
     n_img = 0
     try:
@@ -574,7 +621,8 @@ def synth_sysu(
             (tmp / "exp" / f"{name}_id.txt").write_text(",".join(str(i) for i in lst) + "\n")
         info = SynthInfo("sysu", str(out), ids, n_img, seed,
                          {"images_per_cam": images_per_cam, "split": list(split),
-                          "missing_cam_p": missing_cam_p, "quality": quality}, splits)
+                          "missing_cam_p": missing_cam_p, "quality": quality,
+                          "size_scale": size_scale}, splits)
         _write_marker(tmp, info)
         _commit(tmp, out)
     except BaseException:
