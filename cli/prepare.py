@@ -36,9 +36,10 @@ def prepare(
     height: Annotated[int, typer.Option("--height", help="manifest: cached image height (the run's data.height).")] = 288,
     width: Annotated[int, typer.Option("--width", help="manifest: cached image width (the run's data.width).")] = 144,
 ) -> None:
-    """Resize every SYSU-MM01 training image (train + val ids) to 144x288 with Lanczos and write
-    train_{rgb,ir}_resized_{img,label}.npy plus mvd_cache_manifest.json (counts, ids, cameras,
-    checksums). Written atomically; re-running is safe (an up-to-date cache is left alone)."""
+    """sysu: resize every SYSU-MM01 training image (train + val ids) to 144x288 with Lanczos and
+    write train_{rgb,ir}_resized_{img,label}.npy plus mvd_cache_manifest.json (counts, ids,
+    cameras, checksums). manifest: cache every image of a manifest CSV at --height x --width.
+    Written atomically; re-running is safe (an up-to-date cache is left alone)."""
     from mvd_core.data.prepare import prepare_sysu
     from mvd_core.progress import Bar
 
