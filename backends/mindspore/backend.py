@@ -385,6 +385,9 @@ class MindSporeBackend:
     name = "mindspore"
 
     def __init__(self, cfg: Config, num_classes: int, device: str = "CPU", seed: int = 0) -> None:
+        dist = current()
+        if dist.enabled and device in ("GPU", "Ascend"):
+            device = f"{device}:{dist.local_rank}"  # msrun: one device per local worker
         _set_device(device)
         if device == "CPU":
             _configure_cpu_threads(cfg.run.threads, cfg.data.workers)
