@@ -227,11 +227,12 @@ def test_patterns_show_in_thermal_and_caps_are_cool() -> None:
     """Fabric pattern geometry survives into thermal (weaker than in colour); a cap is colder
     than the skin it covers."""
     people = [S.make_identity(0, p) for p in range(1, 200)]
-    striped = [p for p in people if p.pattern == 1][:5]  # horizontal stripes: rows alternate
-    assert len(striped) == 5
-    for p in striped:
-        rows = _torso_rows(p, thermal=True)
-        assert rows.max() - rows.min() > 0.08 * 255, p.pid  # stripes well above sensor noise (<9)
+    striped = [p for p in people if p.pattern == 1][:12]  # horizontal stripes: rows alternate
+    assert len(striped) == 12
+    contrast = np.array([np.ptp(_torso_rows(p, thermal=True)) for p in striped])
+    # the contrast varies with the two fabrics (lightness and material), typically far above the
+    # sensor noise (std 4-9 grey levels), never invisible
+    assert contrast.min() > 5 and np.median(contrast) > 0.15 * 255, contrast
     solid = [p for p in people if p.pattern == 0][:5]
     for p in solid:
         rows = _torso_rows(p, thermal=True)

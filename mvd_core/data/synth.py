@@ -14,8 +14,8 @@ walking figure with a fixed appearance:
 * skin tone, hair colour, short or long hair; a bag (none, backpack, hand bag on the left or right)
   with its colour; sometimes a cap;
 * an **infrared signature**: skin is bright, hair mid-grey; each fabric's infrared brightness
-  follows its reflectance -- half its visible lightness, half a per-identity material draw,
-  never its hue -- so a pattern's geometry (stripes, checks, a band) shows in infrared with
+  follows its reflectance -- mostly its visible lightness, partly a per-identity material
+  draw, never its hue -- so a pattern's geometry (stripes, checks, a band) shows in infrared with
   its own contrast; shoes, the bag and a cap are dark.
 
 Each **image** varies: view (front, back or side, with camera-dependent odds; left/right swap
@@ -113,9 +113,9 @@ _SHOES = np.array([[0.06, 0.06, 0.06], [0.92, 0.92, 0.90], [0.40, 0.26, 0.15], [
 
 
 def _ir_fabric(lightness: float, material: float) -> float:
-    """Infrared brightness of a fabric: its visible lightness (0..1) and a per-identity
-    material draw (0..1) contribute about equally; the range stays below the bright skin."""
-    return float(0.12 + 0.4 * lightness + 0.32 * material)
+    """Infrared brightness of a fabric from its visible lightness (0..1, weight 0.55) and a
+    per-identity material draw (0..1, weight 0.2); the range stays below the bright skin."""
+    return float(0.1 + 0.55 * lightness + 0.2 * material)
 
 
 @dataclass(frozen=True)
