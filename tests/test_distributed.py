@@ -116,6 +116,9 @@ def test_ranks_draw_disjoint_identities_of_one_shared_plan(sysu_root):
 
 # ------------------------------------------------------------------ torch: the step semantics
 
+#: optimiser steps compared (SGD with momentum: the second step uses the first one's buffer)
+_STEPS = 2
+
 _TORCH_WORKER = textwrap.dedent('''
     import sys
     import numpy as np
@@ -124,16 +127,16 @@ _TORCH_WORKER = textwrap.dedent('''
     from mvd_core.parity import make_batch
     from mvd_core.registry import create_backend
 
-    out = sys.argv[1]
+    out, STEPS = sys.argv[1], int(sys.argv[2])
     env = current()
     res = {}
     for sync in ("true", "false"):
         cfg = load_config("tiny", ["model.width=4", "model.dropout=0", "loss.preset=id",
-                                   "optim.name=sgd", "optim.lr=0.1", "data.workers=0",
+                                   "optim.name=sgd", "optim.lr=0.1", "data.workers=0", "data.height=32", "data.width=16",
                                    "run.precision=fp64", f"model.sync_bn={sync}"])
         be = create_backend(cfg, 8)
         rng = np.random.default_rng(0)
-        for step in range(2):
+        for step in range(STEPS):
             b = make_batch(rng, cfg, 16, 8)
             half = slice(8 * env.rank, 8 * env.rank + 8)
             from mvd_core.interface import Batch
@@ -164,21 +167,22 @@ def test_torch_two_rank_sync_bn_step_equals_one_process_on_the_joined_batch(tmp_
 
     script = tmp_path / "worker.py"
     script.write_text(_TORCH_WORKER)
-    _torchrun(script, str(tmp_path / "ranks.npz"))
+    _torchrun(script, str(tmp_path / "ranks.npz"), str(_STEPS))
     got = dict(np.load(tmp_path / "ranks.npz"))
 
     cfg = load_config("tiny", ["model.width=4", "model.dropout=0", "loss.preset=id",
-                               "optim.name=sgd", "optim.lr=0.1", "data.workers=0",
+                               "optim.name=sgd", "optim.lr=0.1", "data.workers=0", "data.height=32", "data.width=16",
                                "run.precision=fp64"])
     ref = create_backend(cfg, 8)
+    init = ref.state()
     rng = np.random.default_rng(0)
-    losses = [ref.train_step(make_batch(rng, cfg, 16, 8), 0.1)["total"] for _ in range(2)]
+    losses = [ref.train_step(make_batch(rng, cfg, 16, 8), 0.1)["total"] for _ in range(_STEPS)]
     state = ref.state()
-    for step in range(2):  # the rank mean of the half-batch losses = the joined-batch loss
+    for step in range(_STEPS):  # the rank mean of the half-batch losses = the joined-batch loss
         assert float(got[f"true.loss{step}"]) == pytest.approx(losses[step], rel=1e-6)
     worst = max(float(np.max(np.abs(got[f"true.{k}"] - v))) for k, v in state.items())
     assert worst <= 1e-6, f"sync_bn 2-rank vs 1 process: max |diff| {worst:.3g}"
-    changed = max(float(np.max(np.abs(state[k] - create_backend(cfg, 8).state()[k]))) for k in state)
+    changed = max(float(np.max(np.abs(state[k] - init[k]))) for k in state)
     assert changed > 1e-3  # the steps moved the parameters (the comparison is not trivial)
     # per-rank BatchNorm is a different computation: the equality above is not vacuous
     per_rank = max(float(np.max(np.abs(got[f"false.{k}"] - v))) for k, v in state.items())
