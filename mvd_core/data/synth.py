@@ -73,7 +73,7 @@ from mvd_core.io import make_temp_dir
 log = logging.getLogger(__name__)
 
 MARKER = "mvd_synth.json"
-GENERATOR_VERSION = 2  # 2: visible thermal fabric patterns, caps, size_scale
+GENERATOR_VERSION = 3  # 2: infrared fabric patterns, caps, size_scale; 3: fabric brightness 0.55 lightness
 
 #: (height, width) of the images of each SYSU camera (real crops differ per camera too)
 SYSU_CAM_SIZES: dict[int, tuple[int, int]] = {
