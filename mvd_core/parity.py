@@ -15,10 +15,19 @@ reference's weights, gets the same gradient, step and feature calls. The rows af
 ReLU-flip-exposed computation -- gradients, step losses, parameters after the steps, features,
 metrics -- hinge on single ReLU inputs within fp32 rounding of 0, so one fp32 implementation
 cannot match another there; such a row that fails its fp32 tolerance passes iff the candidate
-is within ``K_NOISE`` × the section's measured fp32 noise floor (the reference's largest distance
-from float64) of the float64 model (:func:`arbitrate`). Forward taps and loss terms are never
-arbitrated. MindSpore 2.8 cannot be the float64 model: it has no float64 Conv2D or train-mode
-BatchNorm.
+is within K × the section's measured fp32 noise floor of the float64 model (:func:`arbitrate`;
+K = ``K_NOISE`` for gradients, ``K_NOISE_STEPS`` after the optimiser steps). The floor is the
+largest distance from float64 of TWO fp32 samples: the reference, and the reference again on
+every batch in another sample order (order-invariant mathematics, other rounding, other flips);
+the params section has separate floors for BatchNorm running statistics and for parameters.
+Gradients that are 0 in exact arithmetic (a bias feeding a train-mode BatchNorm) are judged
+absolutely against their layer's gradient norm (``grad-zero``), never relatively. Forward taps
+and loss terms are never arbitrated. MindSpore 2.8 cannot be the float64 model: it has no
+float64 Conv2D or train-mode BatchNorm.
+
+Backends are shared between sections: the loss section compares three loss cases that cover
+every loss code path, reusing the main pair for the run's own loss (8 backends per run instead
+of 15).
 
 Seeded weights are *conditioned*: they are initialised with ``model.residual_gain`` = 0.1 (every
 bottleneck's last BatchNorm γ; trained ResNets have small residual γ, torchvision's
@@ -47,18 +56,30 @@ from mvd_core.devices import normalize_device
 from mvd_core.interface import TAP_NAMES, THERMAL, VISIBLE, Batch
 from mvd_core.registry import create_backend
 from mvd_core.schedule import lr_at
-from mvd_core.tolerances import NOISE_FLOOR, TOLERANCES, Tolerance
+from mvd_core.tolerances import (
+    ARBITER,
+    GRAD_ZERO,
+    NOISE_FLOOR,
+    NOISE_FLOOR_STEPS,
+    TOLERANCES,
+    ZERO_REL,
+    Tolerance,
+)
 
 log = logging.getLogger(__name__)
 
-#: the loss settings compared in section 2: (label, loss-section overrides)
+#: the loss settings compared in section 2: (label, loss-section overrides). Three cases cover
+#: every loss code path: each term (id, tri, cml, vsd, vcd) and each switch -- label smoothing
+#: 0/0.1, batch-hard/ranked-list, KL proper/legacy, CML lse legacy/exact, a VSD temperature
+#: (VCD has none) -- and the preset weighting (the other presets' totals are the same sums of
+#: the same terms). A case equal to the run's own loss reuses the main pair of backends.
 LOSS_CASES: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("id", {"preset": "id"}),
-    ("id+tri", {"preset": "id+tri"}),
-    ("id+tri+kldiv/proper", {"preset": "id+tri+kldiv", "kl": "proper"}),
-    ("id+tri+kldiv/legacy", {"preset": "id+tri+kldiv", "kl": "legacy"}),
-    ("mvd-pt/proper", {"preset": "mvd-pt", "kl": "proper", "triplet": "ranked_list", "label_smoothing": 0.1}),
-    ("mvd-pt/legacy", {"preset": "mvd-pt", "kl": "legacy", "triplet": "ranked_list", "label_smoothing": 0.1}),
+    ("id+tri+kldiv/proper", {"preset": "id+tri+kldiv", "kl": "proper", "triplet": "batch_hard",
+                             "label_smoothing": 0.0, "temperature": 1.0}),
+    ("mvd-pt/legacy", {"preset": "mvd-pt", "kl": "legacy", "triplet": "ranked_list",
+                       "label_smoothing": 0.1, "cml_lse": "legacy", "temperature": 2.0}),
+    ("mvd-pt/proper/batch-hard/exact-lse", {"preset": "mvd-pt", "kl": "proper", "triplet": "batch_hard",
+                                            "label_smoothing": 0.0, "cml_lse": "exact"}),
 )
 
 
@@ -89,7 +110,7 @@ class Row:
             return ""
         if self.passed and not self.via_arbiter:
             return ""
-        k, t = TOLERANCES[NOISE_FLOOR].rtol, TOLERANCES[self.tolerance]
+        k, t = TOLERANCES[ARBITER[self.tolerance]].rtol, TOLERANCES[self.tolerance]
         own = t.atol if t.kind == "abs" else t.rtol
         rule = f"{k:g}x{self.floor:.2g}" if self.bound > own else f"{self.bound:.2g}"
         return f"fp64: {self.exact_rel:.2g} {'<=' if self.exact_rel <= self.bound else '>'} {rule}"
@@ -121,12 +142,16 @@ def arbiter_error(a: Any, b: Any, tol_name: str) -> float:
 def noise_floor(reference: dict[str, Any], exact: dict[str, Any], tol_name: str) -> tuple[float, str]:
     """The fp32 noise floor of a section: the largest arbiter_error(reference, fp64) over its
     rows, and the row it is reached on. Rows whose fp64 value is so small that the tolerance's
-    absolute part governs them (||fp64|| * rtol < atol: e.g. the gradient of a bias followed by
-    BatchNorm, 0 in exact arithmetic) have no meaningful relative error and are left out."""
+    absolute part governs them (||fp64|| * rtol < atol), and rows that are ~0 against their own
+    layer (:func:`near_zero`: e.g. the gradient of a bias followed by BatchNorm, 0 in exact
+    arithmetic) have no meaningful relative error and are left out."""
     tol = TOLERANCES[tol_name]
     floor, where = 0.0, ""
+    zero = near_zero(exact) if tol_name == "grad" else {}
     for name, e in exact.items():
         if tol.kind != "abs" and float(np.linalg.norm(np.asarray(e, np.float64))) * tol.rtol < tol.atol:
+            continue
+        if name in zero:
             continue
         r = arbiter_error(reference[name], e, tol_name)
         if r > floor or not where:
@@ -145,15 +170,48 @@ def arbitrate(row: Row, candidate: Any, exact: Any, floor: float) -> Row:
         raise ValueError(f"tolerance {row.tolerance!r} is not one the fp64 arbiter may relax")
     e = arbiter_error(candidate, exact, row.tolerance)
     own = tol.atol if tol.kind == "abs" else tol.rtol
-    bound = max(own, TOLERANCES[NOISE_FLOOR].rtol * floor)
+    bound = max(own, TOLERANCES[ARBITER[row.tolerance]].rtol * floor)
     rescued = not row.passed and bool(np.isfinite(e)) and e <= bound
     return dataclasses.replace(
         row, exact_rel=e, floor=floor, bound=bound, passed=row.passed or rescued, via_arbiter=rescued
     )
 
 
-def compare(section: str, name: str, a: Any, b: Any, tol_name: str) -> Row:
-    """Compare ``a`` (candidate) with ``b`` (reference) under tolerance ``tol_name``."""
+def floor_group(name: str) -> str:
+    """The params section's two noise-floor groups: "buffers" (BatchNorm running statistics:
+    moved by the forward statistics only, their fp32 noise is ~100x smaller) and "parameters"
+    (moved by Adam, which turns rounding in ~0 gradients into lr-sized steps)."""
+    return "buffers" if name.endswith(("running_mean", "running_var")) else "parameters"
+
+
+def layer_scales(values: dict[str, Any]) -> dict[str, float]:
+    """The L2 norm of each layer's tensors together ({module path: norm}; a tensor's module is
+    its name without the last component: ``v.vib.encoder.3`` for ``v.vib.encoder.3.bias``)."""
+    sq: dict[str, float] = {}
+    for name, v in values.items():
+        module = name.rpartition(".")[0]
+        sq[module] = sq.get(module, 0.0) + float(np.sum(np.square(np.asarray(v, np.float64))))
+    return {m: float(np.sqrt(x)) for m, x in sq.items()}
+
+
+def near_zero(values: dict[str, Any], rel: float = ZERO_REL) -> dict[str, float]:
+    """Tensors that are ~0 against their own layer: ||v|| <= ``rel`` × the layer's norm (e.g. the
+    gradient of a bias that feeds a train-mode BatchNorm: 0 in exact arithmetic, fp32 rounding
+    in practice). Returns {name: the layer's norm} for each such tensor."""
+    scales = layer_scales(values)
+    out: dict[str, float] = {}
+    for name, v in values.items():
+        scale = scales[name.rpartition(".")[0]]
+        if scale > 0 and float(np.linalg.norm(np.asarray(v, np.float64))) <= rel * scale:
+            out[name] = scale
+    return out
+
+
+def compare(section: str, name: str, a: Any, b: Any, tol_name: str,
+            scale: float | None = None) -> Row:
+    """Compare ``a`` (candidate) with ``b`` (reference) under tolerance ``tol_name``; for the
+    "scale" kind (``GRAD_ZERO``) ``scale`` is the layer norm the difference is measured against:
+    ||a − b|| <= rtol × scale."""
     tol: Tolerance = TOLERANCES[tol_name]
     x = np.asarray(a, dtype=np.float64).ravel()
     y = np.asarray(b, dtype=np.float64).ravel()
@@ -175,6 +233,10 @@ def compare(section: str, name: str, a: Any, b: Any, tol_name: str) -> Row:
         ok = bool(np.all(d <= tol.atol + tol.rtol * np.abs(y)))
     elif tol.kind == "norm":
         ok = nd <= tol.atol + tol.rtol * ny
+    elif tol.kind == "scale":
+        if scale is None:
+            raise ValueError(f"tolerance {tol_name!r} needs the layer scale")
+        ok = nd <= tol.atol + tol.rtol * scale
     else:  # abs
         ok = max_abs <= tol.atol
     return Row(section, name, max_abs, rel, cosine, tol_name, ok)
@@ -222,7 +284,8 @@ class ParityReport:
         lines = [
             f"parity: {self.backends[0]} (candidate) vs {self.backends[1]} (reference); fp64 arbiter: "
             + (f"{arbiter} (noise-floor sections: a row failing fp32 passes iff rel(candidate, fp64) "
-               f"<= max(rtol, {TOLERANCES[NOISE_FLOOR].rtol:g} x floor))" if arbiter else "off"),
+               f"<= max(rtol, K x floor), K = {TOLERANCES[NOISE_FLOOR].rtol:g} for gradients, "
+               f"{TOLERANCES[NOISE_FLOOR_STEPS].rtol:g} after the steps)" if arbiter else "off"),
             head, "-" * len(head)]
         for r in self.summary_rows():
             t = TOLERANCES[r.tolerance]
@@ -233,8 +296,11 @@ class ParityReport:
             )
         n_fail = len(self.failures())
         lines.append("-" * len(head))
+        groups = self.settings.get("noise_floor_groups", {})
         for sec, (floor, where) in self.settings.get("noise_floor", {}).items():
             n_arb = sum(r.via_arbiter for r in self.rows if r.section == sec)
+            if sec in groups:
+                where = ", ".join(f"{g} {f:.3g} ({w})" for g, (f, w) in groups[sec].items())
             lines.append(f"fp32 noise floor, {sec}: {floor:.3g} ({where}); {n_arb} rows passed by the fp64 arbiter")
         n_arb = sum(r.via_arbiter for r in self.rows)
         lines.append(
@@ -364,10 +430,15 @@ def run_parity(
             for k, v in params.items()
         }
     cand = _build(cfg, cand_name, devices[0], C, cand_params)
-    exact = None
+    exact = noise = None
     if arbiter:  # the float64 model: torch, the reference's (unperturbed) weights
         c64 = replace(cfg, run={"precision": "fp64"})
         exact = _build(c64, "torch", devices[1] if ref_name == "torch" else "cpu", C, params)
+        # a second fp32 noise sample: the reference on every batch in another sample order --
+        # the same mathematics (every loss and BatchNorm statistic is order-invariant), other
+        # summation orders, so other ReLU flips (tolerances.py, noise-floor)
+        noise = _build(cfg, ref_name, devices[1], C, params)
+    perm_rng = np.random.default_rng((seed, 2))
     report = ParityReport(
         backends=(cand_name, ref_name),
         settings={
@@ -378,6 +449,8 @@ def run_parity(
             "perturb": perturb, "loss": cfg.loss.preset, "kl": cfg.loss.kl,
             "arbiter": "torch fp64" if arbiter else None,
             "k_noise": TOLERANCES[NOISE_FLOOR].rtol if arbiter else None,
+            "k_noise_steps": TOLERANCES[NOISE_FLOOR_STEPS].rtol if arbiter else None,
+            "noise_samples": 2 if arbiter else 0,
         },
     )
     add = report.rows.append
@@ -386,14 +459,46 @@ def run_parity(
         report.settings["noise_floor"] = floors
 
     def add_section(section: str, names: list[str], cand_out: dict, ref_out: dict,
-                    exact_out: dict | None, tol: str) -> None:
-        """Compare a noise-floor section; with the arbiter, judge its failing rows by fp64."""
-        rows = [compare(section, n, cand_out.get(n, np.full(1, np.nan)), ref_out[n], tol) for n in names]
+                    exact_out: dict | None, tol: str, noise_out: dict | None = None,
+                    zero: dict[str, float] | None = None, split_buffers: bool = False) -> None:
+        """Compare a noise-floor section; with the arbiter, judge its failing rows by fp64.
+        ``zero``: rows that are ~0 against their layer ({name: layer norm}), judged absolutely
+        (GRAD_ZERO) and never arbitrated. The floor is the larger of the two fp32 samples'
+        (the reference's, and ``noise_out``: the reference on permuted batches);
+        ``split_buffers``: BatchNorm running statistics get their own floor (:func:`floor_group`)."""
+        zero = zero or {}
+        rows = [compare(section, n, cand_out.get(n, np.full(1, np.nan)), ref_out[n],
+                        GRAD_ZERO if n in zero else tol, zero.get(n)) for n in names]
         if exact_out is not None:
-            floors[section] = floor = noise_floor({n: ref_out[n] for n in names}, exact_out, tol)
-            rows = [arbitrate(r, cand_out.get(n, np.full(1, np.nan)), exact_out[n], floor[0])
+            groups: dict[str, list[str]] = {}
+            for n in names:
+                groups.setdefault(floor_group(n) if split_buffers else section, []).append(n)
+            group_floor: dict[str, float] = {}
+            for group, members in groups.items():
+                floor = noise_floor({n: ref_out[n] for n in members},
+                                    {n: exact_out[n] for n in members}, tol)
+                if noise_out is not None:
+                    f2, where = noise_floor({n: noise_out[n] for n in members},
+                                            {n: exact_out[n] for n in members}, tol)
+                    if f2 > floor[0]:
+                        floor = (f2, f"{where}, permuted batch")
+                group_floor[group] = floor[0]
+                if split_buffers:
+                    floor = (floor[0], f"{floor[1]}; {group}")
+                    report.settings.setdefault("noise_floor_groups", {}).setdefault(
+                        section, {})[group] = floor
+                if section not in floors or floor[0] > floors[section][0]:
+                    floors[section] = floor
+            rows = [arbitrate(r, cand_out.get(n, np.full(1, np.nan)), exact_out[n],
+                              group_floor[floor_group(n) if split_buffers else section])
+                    if TOLERANCES[r.tolerance].arbitrated else r
                     for r, n in zip(rows, names, strict=True)]
         report.rows.extend(rows)
+
+    def permuted(b: Batch) -> Batch:
+        order = perm_rng.permutation(len(b))
+        return Batch(images=b.images[order], labels=b.labels[order], modality=b.modality[order])
+
     b0 = make_batch(rng, cfg, batch, C)
 
     # 1. forward taps
@@ -406,11 +511,13 @@ def run_parity(
     cand.load_state(cand_params)
     ref.load_state(params)
 
-    # 2. loss terms per preset and KL mode (fresh backends, the same weights)
+    # 2. loss terms per loss case (the main pair when the case is the run's own loss, else a
+    # fresh pair on the same weights; loss_terms has no side effect)
     for label, loss_over in loss_cases:
         c2 = replace(cfg, loss=loss_over)
-        bc = _build(c2, cand_name, devices[0], C, cand_params)
-        br = _build(c2, ref_name, devices[1], C, params)
+        own = c2.loss == cfg.loss
+        bc = cand if own else _build(c2, cand_name, devices[0], C, cand_params)
+        br = ref if own else _build(c2, ref_name, devices[1], C, params)
         lc, lr_ = bc.loss_terms(b0), br.loss_terms(b0)
         for term in lr_:
             add(compare(f"loss/{label}", term, lc.get(term, np.nan), lr_[term], "loss"))
@@ -419,23 +526,28 @@ def run_parity(
     # 3. gradients (the recipe's own loss) and K optimiser steps on the real schedule
     gc, gr = cand.gradients(b0), ref.gradients(b0)
     ge = exact.gradients(b0) if exact is not None else None
-    add_section("grad", list(gr), gc, gr, ge, "grad")
+    gn = noise.gradients(permuted(b0)) if noise is not None else None
+    add_section("grad", list(gr), gc, gr, ge, "grad", gn, zero=near_zero(gr))
     cand.load_state(cand_params)
     ref.load_state(params)
-    if exact is not None:
+    if exact is not None and noise is not None:
         exact.load_state(params)
-    step_names, lc, lr_, le = [], {}, {}, {}
+        noise.load_state(params)
+    step_names, lc, lr_, le, ln = [], {}, {}, {}, {}
     for k in range(1, steps + 1):
         bk = make_batch(rng, cfg, batch, C)
         lr = lr_at(k, cfg.schedule, cfg.optim)
         step_names.append(n := f"step {k} total (lr {lr:.2e})")
         lc[n], lr_[n] = cand.train_step(bk, lr)["total"], ref.train_step(bk, lr)["total"]
-        if exact is not None:
+        if exact is not None and noise is not None:
             le[n] = exact.train_step(bk, lr)["total"]
-    add_section("steps/loss", step_names, lc, lr_, le if exact is not None else None, "steps")
+            ln[n] = noise.train_step(permuted(bk), lr)["total"]
+    add_section("steps/loss", step_names, lc, lr_, le if exact is not None else None, "steps", ln)
     sc, sr = cand.state(), ref.state()
     se = exact.state() if exact is not None else None
-    add_section(f"params/after {steps} steps", list(sr), sc, sr, se, "params")
+    sn = noise.state() if noise is not None else None
+    add_section(f"params/after {steps} steps", list(sr), sc, sr, se, "params", sn,
+                split_buffers=True)
 
     # 4. features and metrics on a small synthetic test set
     from mvd_core.metrics import distance, evaluate
@@ -443,11 +555,12 @@ def run_parity(
     q, qp, g, gp = make_test_set(rng, cfg)
     qc, gcf = cand.extract_features(q, "thermal"), cand.extract_features(g, "visible")
     qr, grf = ref.extract_features(q, "thermal"), ref.extract_features(g, "visible")
-    fe = None
-    if exact is not None:
+    fe = fn = None
+    if exact is not None and noise is not None:
         fe = {"query": exact.extract_features(q, "thermal"), "gallery": exact.extract_features(g, "visible")}
+        fn = {"query": noise.extract_features(q, "thermal"), "gallery": noise.extract_features(g, "visible")}
     add_section("features", ["query", "gallery"], {"query": qc, "gallery": gcf},
-                {"query": qr, "gallery": grf}, fe, "features")
+                {"query": qr, "gallery": grf}, fe, "features", fn)
     cams_q, cams_g = np.full(len(qp), 2), np.full(len(gp), 1)
 
     def metrics(qf: np.ndarray, gf: np.ndarray) -> dict[str, float]:
@@ -456,8 +569,10 @@ def run_parity(
 
     mc, mr = metrics(qc, gcf), metrics(qr, grf)
     me = metrics(fe["query"], fe["gallery"]) if fe is not None else None
+    mn = metrics(fn["query"], fn["gallery"]) if fn is not None else None
     names = {f"{k} ({mr[k]:.2f}%)": k for k in mr}
     add_section("metrics", list(names), {n: mc[k] for n, k in names.items()},
                 {n: mr[k] for n, k in names.items()},
-                {n: me[k] for n, k in names.items()} if me is not None else None, "metrics")
+                {n: me[k] for n, k in names.items()} if me is not None else None, "metrics",
+                {n: mn[k] for n, k in names.items()} if mn is not None else None)
     return report

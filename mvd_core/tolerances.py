@@ -15,6 +15,7 @@ class Tolerance:
     atol: float  # absolute part
     kind: str  # "allclose": |a-b| <= atol + rtol*|b| elementwise; "norm": ||a-b|| <= atol + rtol*||b||;
     #            "abs": |a-b| <= atol (scalars, e.g. metrics in percentage points);
+    #            "scale": ||a-b|| <= atol + rtol*S, S = the norm of the tensor's layer (GRAD_ZERO);
     #            "floor": the fp64 arbiter's rule, rtol = K_NOISE (see NOISE_FLOOR)
     reason: str
     #: a row under this tolerance that fails it may still pass by the fp64 arbiter (NOISE_FLOOR)
@@ -23,6 +24,13 @@ class Tolerance:
 
 #: the name of the fp64 arbiter's entry in TOLERANCES
 NOISE_FLOOR = "noise-floor"
+#: the fp64 arbiter's entry for the sections after the optimiser steps (steps, params,
+#: features, metrics): flips compound over the K steps of both frameworks
+NOISE_FLOOR_STEPS = "noise-floor-steps"
+#: the entry for gradients that are ~0 against their own layer (judged absolutely)
+GRAD_ZERO = "grad-zero"
+#: a tensor is "~0 against its layer" when ||t|| <= ZERO_REL x the layer's norm (all its tensors)
+ZERO_REL = 1e-4
 
 TOLERANCES: dict[str, Tolerance] = {
     "forward": Tolerance(
@@ -65,6 +73,16 @@ TOLERANCES: dict[str, Tolerance] = {
         "section of this run (seed 0: 1.1e-2 against a floor of 7.2e-3). MindSpore 2.8 cannot "
         "run float64 itself, so this is the closest available check of a flip-affected row.",
         arbitrated=True,
+    ),
+    GRAD_ZERO: Tolerance(
+        1e-4, 0.0, "scale",
+        "a gradient that is 0 in exact arithmetic -- a Linear bias feeding a train-mode BatchNorm "
+        "(v.vib.encoder.3.bias: BatchNorm subtracts the batch mean, so d loss / d bias = 0) -- is "
+        "fp32 rounding in both backends (tiny, --batch 8: |grad| 8e-8, rel err 1.5, cosine -0.35), "
+        "so a relative comparison is meaningless. Such a row (reference norm <= ZERO_REL = 1e-4 x "
+        "its layer's gradient norm, the layer = weight and bias together) passes iff "
+        "||candidate - reference|| <= 1e-4 x the layer's norm: the candidate's gradient must be ~0 "
+        "too. Never arbitrated, and left out of the noise floor (its relative error is noise).",
     ),
     "params": Tolerance(
         1e-3, 1e-7, "norm",
@@ -117,13 +135,35 @@ TOLERANCES: dict[str, Tolerance] = {
         "grad 1.53, params 0.03, features 0.08, steps 0.02, metrics 0.008 (pass); seed 1 "
         "params 0.56, features 0.18 (pass); seed 2 params 3.8, features 6.2 (FAIL: MindSpore "
         "flipped during the steps, torch fp32 barely -- the floor is ONE sample of a heavy-tailed "
-        "process, so a seed or CPU whose kernels flip differently can fail; the fixed CI point is "
-        "seed 0). Graph mode, seed 0: the same ratios (the gradient and step are compiled in both "
+        "process, so a seed or CPU whose kernels flip differently can fail -- since then the "
+        "rows after the steps are judged by noise-floor-steps, and seed 2 passes). Graph mode, "
+        "seed 0: the same ratios (the gradient and step are compiled in both "
         "modes). A perturbed candidate (--perturb 1e-2, 1 step): no row passes by the arbiter, "
         "all 477 trunk gradients and 785 of 795 trunk parameter rows fail (trunk gradients 294x "
         "the floor); "
         "with 5 steps the params floor (0.14) lets 636 perturbed trunk parameters through (see "
         "params) while every gradient, forward and loss row still fails.",
+    ),
+    NOISE_FLOOR_STEPS: Tolerance(
+        8.0, 0.0, "floor",
+        "the fp64 arbiter after the optimiser steps (steps, params, features, metrics), rtol = "
+        "K_NOISE_STEPS. There a ReLU flip in ANY step's batch, in either framework, moves the "
+        "trunk for the rest of the run, so the fp32 noise is heavier-tailed than one gradient's "
+        "and one fp32 sample of it is a poor estimate. Three changes make the arbiter robust: (1) "
+        "the floor is the larger of TWO fp32 samples -- the reference, and the reference again on "
+        "every batch in another sample order (the same mathematics: every loss and BatchNorm "
+        "statistic is order-invariant; other summation orders, so other flips); (2) the params "
+        "section has two floors, parameters (moved by Adam, which turns rounding in ~0 gradients "
+        "into lr-sized steps: floor 0.022 at seed 2) and buffers (BN running statistics, moved "
+        "by the forward statistics only: 1.3e-4), so the parameters' floor no longer bounds the "
+        "running statistics; (3) K = 8 (gradients keep K_NOISE = 2). Measured, tiny pynative, "
+        "largest e_cand/floor: seed 2 (MindSpore flipped during the steps, torch barely) "
+        "features 6.1, buffers 6.4, parameters 3.8 -- the three rows that failed at K = 2 with "
+        "one sample and one floor; seed 0 below 2. A perturbed candidate (--perturb 1e-2, 1 step, "
+        "seed 0): the smallest ratio over the 795 trunk parameter/buffer rows is 18 (parameters; "
+        "buffers 338, features 4e4), so none passes at K = 8 -- the margin is 6.4 .. 18. (Per "
+        "parameter KIND floors were tried and rejected: a flip in the s-trunk moves the s-VIB "
+        "head's BN biases 27x their kind's torch floor.)",
     ),
     # mixed precision (mvd_core.amp_parity: torch bf16 autocast vs torch fp32, same weights)
     "amp-forward": Tolerance(
@@ -151,8 +191,18 @@ TOLERANCES: dict[str, Tolerance] = {
     ),
 }
 
-#: the fp64 arbiter's multiplier of the measured fp32 noise floor
+#: the fp64 arbiter's multiplier of the measured fp32 noise floor (gradients)
 K_NOISE: float = TOLERANCES[NOISE_FLOOR].rtol
+#: ... and of the sections after the optimiser steps
+K_NOISE_STEPS: float = TOLERANCES[NOISE_FLOOR_STEPS].rtol
+#: which arbiter entry judges the failing rows of each arbitrated tolerance
+ARBITER: dict[str, str] = {
+    "grad": NOISE_FLOOR,
+    "steps": NOISE_FLOOR_STEPS,
+    "params": NOISE_FLOOR_STEPS,
+    "features": NOISE_FLOOR_STEPS,
+    "metrics": NOISE_FLOOR_STEPS,
+}
 
 
 def get(name: str) -> Tolerance:
