@@ -83,12 +83,11 @@ def _substitute(line: str, env: dict[str, str]) -> list[str]:
     return args
 
 
-def test_readme_commands_run_as_written(tmp_path, monkeypatch):
+def test_readme_commands_and_python_examples_run_as_written(tmp_path):
     cmds = commands()
     assert len(cmds) >= 8, "the README shows the CLI"
     skipped = [c for c, ok in cmds if not ok]
     assert len(skipped) <= len(cmds) // 3, f"too many README commands cannot run here: {skipped}"
-    monkeypatch.chdir(tmp_path)
     mvd("synth", "--layout", "sysu", "--out", str(tmp_path / "SYSU-MM01"), "--ids", "16", "-k", "2")
     mvd("synth", "--layout", "regdb", "--out", str(tmp_path / "RegDB"), "--ids", "44", "-k", "2")
     env = {
@@ -96,22 +95,19 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch):
         "/data/RegDB": str(tmp_path / "RegDB"),
         "resnet50.pth": str(_resnet50(tmp_path / "resnet50.pth", 2)),
     }
+    sub_env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOG_v": "3"}
     for line, ok in cmds:
         if ok:
             args = _substitute(line, env)
             r = subprocess.run([str(Path(sys.executable).with_name("mvd")), *args], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=900,
-                               env={**os.environ, "OMP_NUM_THREADS": "1", "GLOG_v": "3"})
+                               capture_output=True, text=True, timeout=900, env=sub_env)
             assert r.returncode == 0, f"README: {line}\n-> mvd {' '.join(args)}\n{r.stdout}\n{r.stderr[-3000:]}"
-
-
-def test_readme_python_examples_run(tmp_path, monkeypatch):
+    # the Python examples, in the same folder (they use the runs the commands made)
     for code in blocks("python"):
         if NOT_HERE.search(code):
             continue
-        monkeypatch.chdir(tmp_path)
-        mvd("synth", "--layout", "sysu", "--out", str(tmp_path / "SYSU-MM01"), "--ids", "16", "-k", "2")
-        code = code.replace("/data/SYSU-MM01", str(tmp_path / "SYSU-MM01"))
-        r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1", "GLOG_v": "3"})
+        for token, value in env.items():
+            code = code.replace(token, value)
+        r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=900, env=sub_env)
         assert r.returncode == 0, f"README python block failed:\n{code}\n{r.stderr[-3000:]}"
