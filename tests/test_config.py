@@ -50,7 +50,7 @@ def test_demo_is_tiny_with_a_longer_schedule():
     tiny, demo = C.load_config("tiny"), C.load_config("demo")
     assert demo.recipe == "demo" and demo.model == tiny.model
     assert demo.loss.preset == "id+tri+kldiv"
-    assert (demo.data.num_ids, demo.data.num_pos) == (8, 4)
+    assert (demo.data.num_ids, demo.data.num_pos) == (16, 4)  # batch 128
     assert demo.schedule.epochs > tiny.schedule.epochs
 
 

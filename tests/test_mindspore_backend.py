@@ -83,6 +83,7 @@ def cli_run(sysu_root, tmp_path_factory):
     return out / "ms-cli"
 
 
+@pytest.mark.slow  # the acceptance matrix (tests/test_e2e.py) trains and evaluates MindSpore runs through the CLI
 def test_cli_train_and_eval_with_mindspore(cli_run, tmp_path):
     saved = load_config(str(cli_run / "config.yaml"))
     assert saved.run.backend == "mindspore" and saved.loss.preset == "id+tri+kldiv"
@@ -94,6 +95,7 @@ def test_cli_train_and_eval_with_mindspore(cli_run, tmp_path):
     assert len(json.loads((tmp_path / "e.json").read_text())["sysu-all-single"]["trials"]) == 2
 
 
+@pytest.mark.slow  # the acceptance matrix evaluates every MindSpore-trained cell on torch (0.1 pp)
 def test_checkpoints_are_interchangeable_with_torch(cli_run):
     """A checkpoint trained by MindSpore evaluates with torch to the same metrics: the
     checkpoint holds canonical names and plain arrays, nothing framework specific."""

@@ -41,11 +41,23 @@ runner = CliRunner()
 SECTIONS = {"forward", "loss", "grad", "steps", "params", "features", "metrics"}
 
 
+#: one parity run per mode for the whole module: pytest may tear a parametrised module fixture
+#: down and set it up again when tests interleave its params (seen under xdist: each run is
+#: minutes), so the runs are kept here
+_RUNS: dict[tuple[str, int], tuple] = {}
+
+
 @pytest.fixture(scope="module", params=[("pynative", 0), ("graph", 2)], ids=["pynative", "graph"])
 def tiny_parity(request, tmp_path_factory):
     # graph mode runs seed 2: the point where MindSpore flips during the steps and torch fp32
     # barely (the arbiter's hardest measured case, mvd_core/tolerances.py noise-floor-steps)
-    mode, seed = request.param
+    if request.param not in _RUNS:
+        _RUNS[request.param] = _run_parity(request.param, tmp_path_factory)
+    return _RUNS[request.param]
+
+
+def _run_parity(param: tuple[str, int], tmp_path_factory) -> tuple:
+    mode, seed = param
     out = tmp_path_factory.mktemp("parity") / f"parity-{mode}.json"
     r = runner.invoke(app, ["parity", "--config", "tiny", "--ms-mode", mode, "--seed", str(seed),
                             "--json", str(out)])

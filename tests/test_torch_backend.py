@@ -109,8 +109,8 @@ def test_pretrained_trunks_are_overlaid(tmp_path: Path) -> None:
 
 
 def test_device_and_amp_errors() -> None:
-    with pytest.raises(MvdError, match="amp"):
-        TorchBackend(tiny("run.amp=bf16"), C, "cpu", 0)
+    with pytest.raises(MvdError, match="amp"):  # fp16 autocast on the CPU: refused (bf16 runs)
+        TorchBackend(tiny("run.amp=fp16"), C, "cpu", 0)
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailable, match="CUDA"):
             TorchBackend(tiny(), C, "cuda", 0)
