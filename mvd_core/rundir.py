@@ -100,18 +100,26 @@ def check_run_dir(path: str | os.PathLike[str], *, resume: bool = False) -> None
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(anc))
         _check_writable(anc)
         return
+    _refuse_in_use(p)
+    _check_writable(p)
+    if not resume:
+        _refuse_non_empty(p)
+
+
+def _refuse_in_use(p: Path) -> None:
     held = _held_by(p / LOCK_NAME)
     if held is not None:
         raise RunInUse(f"{p}: run folder is in use by process {held} (lock {p / LOCK_NAME})")
-    _check_writable(p)
-    if not resume:
-        contents = run_contents(p)
-        if contents:
-            shown = ", ".join(contents[:4]) + (" ..." if len(contents) > 4 else "")
-            raise ConfigError(
-                f"{p}: run folder exists and is not empty ({shown}); use --resume {p} "
-                "or another run.tag/--ckpt"
-            )
+
+
+def _refuse_non_empty(p: Path) -> None:
+    contents = run_contents(p)
+    if contents:
+        shown = ", ".join(contents[:4]) + (" ..." if len(contents) > 4 else "")
+        raise ConfigError(
+            f"{p}: run folder exists and is not empty ({shown}); use --resume {p} "
+            "or another run.tag/--ckpt"
+        )
 
 
 def _check_writable(folder: Path) -> None:
@@ -134,16 +142,8 @@ def create_run_dir(path: str | os.PathLike[str], *, resume: bool = False) -> boo
         raise ConfigError(f"{p}: the run folder path is a file, expected a folder")
     existed = p.is_dir()
     if existed and not resume:
-        held = _held_by(p / LOCK_NAME)
-        if held is not None:
-            raise RunInUse(f"{p}: run folder is in use by process {held} (lock {p / LOCK_NAME})")
-        contents = run_contents(p)
-        if contents:
-            shown = ", ".join(contents[:4]) + (" ..." if len(contents) > 4 else "")
-            raise ConfigError(
-                f"{p}: run folder exists and is not empty ({shown}); use --resume {p} "
-                "or another run.tag/--ckpt"
-            )
+        _refuse_in_use(p)
+        _refuse_non_empty(p)
     if not existed:
         if resume:
             raise ConfigError(f"{p}: no such run folder to resume")
