@@ -198,7 +198,7 @@ def validate(ckpt: Checkpoint, src: str) -> None:
     """Check ``ckpt`` read from ``src`` completely (see the module docstring); CheckpointError
     naming ``src`` and the first wrong tensor or field. ``num_batches_tracked`` counters are
     dropped from ``ckpt.params`` once checked."""
-    from mvd_core.model_spec import check_state, model_spec
+    from mvd_core.model.spec import check_state, model_spec
 
     _check_meta(ckpt.meta, src)
     ckpt.params = _strip_bn_counters(ckpt.params, src)

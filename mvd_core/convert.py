@@ -26,7 +26,7 @@ import numpy as np
 from mvd_core.config import ModelConfig
 from mvd_core.errors import MvdError
 from mvd_core.io import atomic_path, atomic_write_bytes
-from mvd_core.model_spec import check_state, model_spec, trunk_spec
+from mvd_core.model.spec import check_state, model_spec, trunk_spec
 
 KINDS = ("mvd", "resnet50")
 _FRAMEWORK = {

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mvd_core.errors import MvdError
-from mvd_core.model_spec import BRANCHES, check_state, trunk_spec
+from mvd_core.model.spec import BRANCHES, check_state, trunk_spec
 
 _FRAMEWORK_READERS = {
     ".pth": ("mvd_backends.torch.convert", "read_torchvision_resnet50", "mvd[torch]"),

@@ -2,7 +2,7 @@
 
 Plain, loop-based and meant to be obviously correct: both backends' loss tests compare against
 these functions. Public names and semantics are identical in ``mvd_backends.torch.losses`` and
-``mvd_backends.mindspore.losses``. Constants come from :mod:`mvd_core.losses_spec`.
+``mvd_backends.mindspore.losses``. Constants come from :mod:`mvd_core.model.losses`.
 
 Source of the exact forms: the original PyTorch code,
 FutabaSakuraXD/Farewell-to-Mutual-Information-Variational-Distiilation-for-Cross-Modal-Person-
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from mvd_core.config import LossConfig
-from mvd_core.losses_spec import (
+from mvd_core.model.losses import (
     BRANCH_WEIGHTS,
     CML_PAIR,
     DIST_CLIP,

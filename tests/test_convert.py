@@ -8,7 +8,7 @@ from mvd_cli.app import app
 from mvd_core.config import load_config
 from mvd_core.convert import convert, infer_model_config, read_params, write_params
 from mvd_core.errors import MvdError
-from mvd_core.model_spec import init_params, model_spec, trunk_spec
+from mvd_core.model.spec import init_params, model_spec, trunk_spec
 
 pytestmark = [pytest.mark.torch, pytest.mark.mindspore]
 runner = CliRunner()

@@ -11,7 +11,7 @@ from mvd_cli.app import app
 from mvd_core.checkpoint import load_checkpoint
 from mvd_core.config import load_config
 from mvd_core.driver import evaluate_checkpoint, train
-from mvd_core.model_spec import model_spec
+from mvd_core.model.spec import model_spec
 
 pytestmark = pytest.mark.torch
 runner = CliRunner()

@@ -28,7 +28,7 @@ def _modules_after(code: str) -> set[str]:
 def test_importing_core_imports_no_framework():
     mods = _modules_after(
         "import mvd_core, mvd_core.config, mvd_core.registry, mvd_core.interface, "
-        "mvd_core.model_spec, mvd_core.devices, mvd_core.pretrained, mvd_core.sysinfo\n"
+        "mvd_core.model.spec, mvd_core.devices, mvd_core.pretrained, mvd_core.sysinfo\n"
         "import pkgutil, importlib\n"
         "for m in pkgutil.walk_packages(mvd_core.__path__, 'mvd_core.'): importlib.import_module(m.name)"
     )
@@ -145,7 +145,7 @@ def test_model_spec_lr_groups_and_residual_gain():
     """As the MindSpore code: a whole backbone (trunk, CAM, BN-neck, ID classifier) at
     trunk_lr_mult, only the VIB heads at head_lr_mult; bn3 γ starts at model.residual_gain."""
     from mvd_core.config import ModelConfig
-    from mvd_core.model_spec import init_params, model_spec
+    from mvd_core.model.spec import init_params, model_spec
 
     spec = model_spec(ModelConfig(width=8, cam=True, residual_gain=0.25), 5)
     for name, s in spec.items():

@@ -19,7 +19,7 @@ from mvd_core.config import load_config  # noqa: E402
 from mvd_core.driver import evaluate_checkpoint, train  # noqa: E402
 from mvd_core.errors import MvdError  # noqa: E402
 from mvd_core.interface import Batch  # noqa: E402
-from mvd_core.model_spec import BRANCHES, init_params, model_spec, trunk_spec  # noqa: E402
+from mvd_core.model.spec import BRANCHES, init_params, model_spec, trunk_spec  # noqa: E402
 from mvd_core.parity import make_batch  # noqa: E402
 
 pytestmark = pytest.mark.mindspore

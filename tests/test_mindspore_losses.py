@@ -19,7 +19,7 @@ from mindspore import Tensor  # noqa: E402
 from mvd_backends.mindspore import losses as L  # noqa: E402
 from mvd_core.config import LossConfig  # noqa: E402
 from mvd_core.interface import TAP_NAMES  # noqa: E402
-from mvd_core.losses_spec import PRESET_WEIGHTS  # noqa: E402
+from mvd_core.model.losses import PRESET_WEIGHTS  # noqa: E402
 
 pytestmark = pytest.mark.mindspore
 

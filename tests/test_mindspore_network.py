@@ -21,7 +21,7 @@ from mvd_backends.mindspore.network import (  # noqa: E402
 )
 from mvd_core.config import load_config, replace  # noqa: E402
 from mvd_core.interface import TAP_NAMES  # noqa: E402
-from mvd_core.model_spec import (  # noqa: E402
+from mvd_core.model.spec import (  # noqa: E402
     BRANCHES,
     descriptor_dim,
     feat_dim,

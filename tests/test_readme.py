@@ -52,7 +52,7 @@ def commands() -> list[tuple[str, bool]]:
 def _resnet50(path: Path, width: int) -> Path:
     import torch
 
-    from mvd_core.model_spec import trunk_spec
+    from mvd_core.model.spec import trunk_spec
 
     rng = torch.Generator().manual_seed(0)
     state = {k: (torch.rand(shape, generator=rng) * 0.1 if len(shape) else torch.tensor(0))

@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 
 from mvd_core.config import LossConfig
 from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS
-from mvd_core.losses_spec import (
+from mvd_core.model.losses import (
     BRANCH_WEIGHTS,
     METRIC_TAP,
     PRESET_WEIGHTS,
@@ -42,7 +42,7 @@ def _random_out(rng: np.random.Generator, b: int = 8, c: int = 5, fd: int = 6, z
 
 
 # ------------------------------------------------------------------------------------------
-# losses_spec
+# model.losses
 # ------------------------------------------------------------------------------------------
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from mvd_backends.torch.backend import TorchBackend
-from mvd_core import model_spec as ms
 from mvd_core.config import Config, load_config
 from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import BACKEND_METHODS, TAP_NAMES, Backend, Batch
-from mvd_core.model_spec import BRANCHES, init_params, model_spec, trunk_spec
+from mvd_core.model import spec as ms
+from mvd_core.model.spec import BRANCHES, init_params, model_spec, trunk_spec
 from mvd_core.registry import create_backend
 
 pytestmark = pytest.mark.torch

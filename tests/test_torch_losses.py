@@ -12,7 +12,7 @@ import torch
 from mvd_backends.torch import losses as tl
 from mvd_core.config import LossConfig
 from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS, TAP_NAMES
-from mvd_core.losses_spec import BRANCH_WEIGHTS, PRESET_WEIGHTS
+from mvd_core.model.losses import BRANCH_WEIGHTS, PRESET_WEIGHTS
 
 pytestmark = pytest.mark.torch
 

@@ -18,10 +18,10 @@ from mvd_backends.torch.convert import (
     torch_to_canonical,
 )
 from mvd_backends.torch.network import Branch, ChannelAttention, MVDNet, gray_view
-from mvd_core import model_spec as ms
 from mvd_core.config import ModelConfig, load_config, replace
 from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS, TAP_NAMES
-from mvd_core.model_spec import feat_dim, init_params, model_spec, num_parameters, trunk_spec
+from mvd_core.model import spec as ms
+from mvd_core.model.spec import feat_dim, init_params, model_spec, num_parameters, trunk_spec
 
 pytestmark = pytest.mark.torch
 

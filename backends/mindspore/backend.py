@@ -67,8 +67,8 @@ from mvd_core.devices import cpu_threads
 from mvd_core.distributed import DistEnv, check_backend, current
 from mvd_core.errors import BackendUnavailable, CheckpointError, MvdError
 from mvd_core.interface import TAP_NAMES, Batch
-from mvd_core.losses_spec import preset_weights
-from mvd_core.model_spec import check_state, init_params, model_spec
+from mvd_core.model.losses import preset_weights
+from mvd_core.model.spec import check_state, init_params, model_spec
 from mvd_core.registry import check_amp, check_precision
 
 log = logging.getLogger(__name__)
@@ -653,7 +653,7 @@ class MindSporeBackend:
                 chunk = np.concatenate([chunk, np.zeros((bs - k,) + chunk.shape[1:], np.float32)])
             parts.append(self._extract(Tensor(chunk)).asnumpy()[:k])
         if not parts:
-            from mvd_core.model_spec import descriptor_dim
+            from mvd_core.model.spec import descriptor_dim
 
             return np.zeros((0, descriptor_dim(self.cfg.model)), np.float32)
         return np.concatenate(parts).astype(np.float32)

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mvd_core.model_spec import trunk_spec
+from mvd_core.model.spec import trunk_spec
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def read_mindspore_resnet50(
 ) -> dict[str, np.ndarray]:
     """Read a MindSpore checkpoint of a bare ResNet-50 (torchvision-like structure: ``conv1``,
     ``bn1``, ``layer{1..4}.{k}.conv{1..3}/bn{1..3}/downsample.{0,1}``, MindSpore BatchNorm names)
-    into torchvision names, float32, in :func:`mvd_core.model_spec.trunk_spec` order.
+    into torchvision names, float32, in :func:`mvd_core.model.spec.trunk_spec` order.
 
     Strict: the ImageNet head (``fc.*``) is dropped; any other missing, unexpected or
     mis-shaped entry raises ValueError naming it. ``width`` defaults to the one ``conv1.weight``

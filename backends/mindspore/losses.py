@@ -2,7 +2,7 @@
 
 Same public names and semantics as the NumPy reference (``tests/reference_losses.py``, where
 each formula is written out) and ``mvd_backends.torch.losses``; constants come from
-:mod:`mvd_core.losses_spec`. Every function returns a 0-d float32 Tensor (``mvd_loss`` a dict of
+:mod:`mvd_core.model.losses`. Every function returns a 0-d float32 Tensor (``mvd_loss`` a dict of
 them).
 
 Every function here runs in PyNative mode and inside a ``mindspore.jit``-compiled function (graph
@@ -21,7 +21,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mvd_core.config import LossConfig
-from mvd_core.losses_spec import (
+from mvd_core.model.losses import (
     BRANCH_WEIGHTS,
     CML_LSE_MODES,
     CML_PAIR,

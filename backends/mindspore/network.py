@@ -26,7 +26,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from mvd_core.config import ModelConfig
 from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS, TAP_NAMES
-from mvd_core.model_spec import BLOCKS, BN_EPS, BN_MOMENTUM, EXPANSION, LEAKY_SLOPE, feat_dim
+from mvd_core.model.spec import BLOCKS, BN_EPS, BN_MOMENTUM, EXPANSION, LEAKY_SLOPE, feat_dim
 
 #: MindSpore's BatchNorm momentum is the weight of the old running value: 1 − torch's momentum
 _MS_BN_MOMENTUM = 1.0 - BN_MOMENTUM
@@ -46,7 +46,7 @@ def _bn1d(n: int) -> nn.BatchNorm1d:
 
 
 def _conv(ci: int, co: int, k: int, stride: int = 1, pad: int = 0) -> nn.Conv2d:
-    # weights are overwritten by mvd_core.model_spec.init_params at construction: zeros are cheap
+    # weights are overwritten by mvd_core.model.spec.init_params at construction: zeros are cheap
     return nn.Conv2d(
         ci, co, k, stride=stride, pad_mode="pad", padding=pad, has_bias=False, weight_init="zeros"
     )

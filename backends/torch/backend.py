@@ -32,8 +32,8 @@ from mvd_core.devices import cpu_threads
 from mvd_core.distributed import DistEnv, check_backend, current
 from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import Batch
-from mvd_core.losses_spec import preset_weights
-from mvd_core.model_spec import ParamSpec, check_state, descriptor_dim, init_params, model_spec
+from mvd_core.model.losses import preset_weights
+from mvd_core.model.spec import ParamSpec, check_state, descriptor_dim, init_params, model_spec
 from mvd_core.registry import check_amp, check_precision
 
 from . import losses

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mvd_core.model_spec import trunk_spec
+from mvd_core.model.spec import trunk_spec
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def read_torchvision_resnet50(
 ) -> dict[str, np.ndarray]:
     """Read a torchvision-format ResNet-50 state dict (``.pt``/``.pth``) as float32 NumPy arrays
     under torchvision names (no ``fc``), checked strictly against
-    :func:`mvd_core.model_spec.trunk_spec` at base width ``width`` (None: the file's own
+    :func:`mvd_core.model.spec.trunk_spec` at base width ``width`` (None: the file's own
     width, read from ``conv1.weight``; the caller then checks it against the model's).
 
     Accepts a bare state dict or ``{"state_dict": ...}``; strips a ``module.`` prefix

@@ -2,7 +2,7 @@
 
 Same public names and semantics as the NumPy reference (``tests/reference_losses.py``, where
 each formula is written out) and ``mvd_backends.mindspore.losses``; constants come from
-:mod:`mvd_core.losses_spec`. Every function returns a 0-d float32 tensor (``mvd_loss`` a dict of
+:mod:`mvd_core.model.losses`. Every function returns a 0-d float32 tensor (``mvd_loss`` a dict of
 them) and computes in float32 whatever the input dtype (autocast outputs are upcast).
 
 No function here synchronises with the device (no ``.item()``): the Sinkhorn early stop is
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mvd_core.config import LossConfig
-from mvd_core.losses_spec import (
+from mvd_core.model.losses import (
     BRANCH_WEIGHTS,
     CML_LSE_MODES,
     CML_PAIR,

@@ -5,7 +5,7 @@ Three ResNet-50 branches without shared weights -- ``v`` (visible), ``i`` (infra
 classifier, plus a deterministic VIB head on the BN-neck feature.
 
 ``MVDNet(...).state_dict()`` names (minus ``num_batches_tracked``) are exactly the canonical
-names of :func:`mvd_core.model_spec.model_spec`; the ResNet-50 is written here (torchvision v1.5
+names of :func:`mvd_core.model.spec.model_spec`; the ResNet-50 is written here (torchvision v1.5
 layout: stride on the 3×3 conv) so that no torchvision install is needed.
 """
 
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from mvd_core.config import ModelConfig
 from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS
-from mvd_core.model_spec import BLOCKS, BN_EPS, BN_MOMENTUM, EXPANSION, LEAKY_SLOPE, feat_dim
+from mvd_core.model.spec import BLOCKS, BN_EPS, BN_MOMENTUM, EXPANSION, LEAKY_SLOPE, feat_dim
 
 #: ITU-R 601 luma weights used for the grey view (SPEC §2; MindSpore's 0.1440 typo not copied)
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
@@ -174,7 +174,7 @@ class VIB(nn.Module):
 class Branch(nn.Module):
     """One backbone: trunk (+CAM) → GAP → BN-neck → classifier, and its VIB head.
 
-    Attribute registration order follows :func:`mvd_core.model_spec.model_spec`.
+    Attribute registration order follows :func:`mvd_core.model.spec.model_spec`.
     """
 
     def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
