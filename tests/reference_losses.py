@@ -1,8 +1,10 @@
 """NumPy (float64) reference implementation of every MVD loss (SPEC §3).
 
 Plain, loop-based and meant to be obviously correct: both backends' loss tests compare against
-these functions. Public names and semantics are identical in ``mvd_backends.torch.losses`` and
-``mvd_backends.mindspore.losses``. Constants come from :mod:`mvd_core.model.losses`.
+these functions. The elementary losses have the same names and semantics as the backends'
+primitives (``mvd_backends.{torch,mindspore}.losses``); the composed terms (``id_loss`` ...
+``mvd_loss``) are written here independently of the shared composition
+(``mvd_core.model.losses.compose``) they check. Constants come from :mod:`mvd_core.model.losses`.
 
 Source of the exact forms: the original PyTorch code,
 FutabaSakuraXD/Farewell-to-Mutual-Information-Variational-Distiilation-for-Cross-Modal-Person-

@@ -1,5 +1,6 @@
-"""The MindSpore losses against the NumPy reference (tests/reference_losses.py), in PyNative and
-inside ``mindspore.jit`` (graph mode), plus the gradient properties of the distillation terms."""
+"""The MindSpore primitives, and the shared composition over them (the loss cell the backend
+compiles), against the NumPy reference (tests/reference_losses.py), in PyNative and inside
+``mindspore.jit`` (graph mode), plus the gradient properties of the distillation terms."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from mindspore import Tensor  # noqa: E402
 
 from mvd_backends.mindspore import losses as L  # noqa: E402
 from mvd_core.config import LossConfig  # noqa: E402
+from mvd_core.errors import ConfigError  # noqa: E402
 from mvd_core.interface import TAP_NAMES  # noqa: E402
+from mvd_core.model import losses as shared  # noqa: E402
 from mvd_core.model.losses import PRESET_WEIGHTS  # noqa: E402
 
 pytestmark = pytest.mark.mindspore
@@ -48,6 +51,14 @@ def _taps(rng: np.random.Generator, b: int = 8, c: int = 5, d: int = 6, z: int =
         else:
             out[k] = rng.standard_normal((b, d if k != "feat" else 4 * d)).astype(np.float32)
     return out
+
+
+def _term(name: str, tout: dict, labels=None, modality=None, cfg: LossConfig | None = None):
+    """One term of the shared composition over the MindSpore primitives (PyNative)."""
+    plan = shared.loss_plan(cfg or LossConfig())
+    y = None if labels is None else T(labels)
+    m = None if modality is None else T(modality)
+    return shared.term(L, name, shared.taps_of(tout), y, m, plan)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -119,9 +130,10 @@ def test_kl_gradient_reaches_only_the_student(mode: str) -> None:
 def test_vsd_vcd(mode: str) -> None:
     out = _taps(np.random.default_rng(8))
     tout = {k: T(v) for k, v in out.items()}
-    assert float(L.vsd_loss(tout, mode).asnumpy()) == pytest.approx(
+    cfg = LossConfig(kl=mode)
+    assert float(_term("vsd", tout, cfg=cfg).asnumpy()) == pytest.approx(
         ref.vsd_loss(out, mode), rel=RTOL, abs=ATOL)
-    assert float(L.vcd_loss(tout, mode).asnumpy()) == pytest.approx(
+    assert float(_term("vcd", tout, cfg=cfg).asnumpy()) == pytest.approx(
         ref.vcd_loss(out, mode), rel=RTOL, abs=ATOL)
     # the teachers (observations) get no gradient from VSD/VCD; the students do
     names = ("i_obs.logits", "i_rep.logits", "v_ms_obs.logits", "i_ms_rep.logits")
@@ -129,7 +141,7 @@ def test_vsd_vcd(mode: str) -> None:
     def f(a, b, c, d):
         o = dict(tout)
         o.update(zip(names, (a, b, c, d)))
-        return L.vsd_loss(o, mode) + L.vcd_loss(o, mode)
+        return _term("vsd", o, cfg=cfg) + _term("vcd", o, cfg=cfg)
 
     grads = ms.grad(f, grad_position=(0, 1, 2, 3))(*(tout[k] for k in names))
     assert np.all(grads[0].asnumpy() == 0) and np.all(grads[2].asnumpy() == 0)
@@ -167,8 +179,8 @@ def test_sinkhorn_legacy_lse_is_a_different_loss() -> None:
     for k, v in got.items():
         assert v == pytest.approx(ref.sinkhorn_cost(p, q, lse=k), rel=2e-4)
     assert abs(got["legacy"] - got["exact"]) > 0.01 * got["exact"]
-    for f in (L.sinkhorn_cost, L.cml_loss):
-        assert inspect.signature(f).parameters["lse"].default == "legacy"
+    assert inspect.signature(L.sinkhorn_cost).parameters["lse"].default == "legacy"
+    assert LossConfig().cml_lse == "legacy"
 
 
 def test_sinkhorn_compiled_equals_eager(lse: str = "legacy") -> None:
@@ -223,24 +235,19 @@ def test_sinkhorn_gradient_through_iterations() -> None:
         np.testing.assert_allclose(g.asnumpy(), num, rtol=2e-2, atol=2e-4)
 
 
-def test_cml_branch_id_triplet() -> None:
+def test_cml_id_triplet() -> None:
     rng = np.random.default_rng(15)
     out = _taps(rng)
     labels = np.repeat(np.arange(4), 2)
     modality = np.tile([0, 1], 4)
     tout = {k: T(v) for k, v in out.items()}
-    assert float(L.cml_loss(tout, 0.01, 100).asnumpy()) == pytest.approx(
-        ref.cml_loss(out, 0.01, 100), rel=1e-4, abs=1e-6)
-    vals = {k: float(i + 1) for i, k in enumerate(ref.BRANCH_WEIGHTS)}
-    assert float(L.branch_weighted({k: T(np.float32(v)) for k, v in vals.items()}).asnumpy()) == (
-        pytest.approx(ref.branch_weighted(vals)))
-    with pytest.raises(KeyError, match="i_obs"):
-        L.branch_weighted({})
-    assert float(L.id_loss(tout, T(labels), 0.1).asnumpy()) == pytest.approx(
-        ref.id_loss(out, labels, 0.1), rel=RTOL)
+    cml = _term("cml", tout, cfg=LossConfig(sinkhorn_eps=0.01, sinkhorn_iters=100))
+    assert float(cml.asnumpy()) == pytest.approx(ref.cml_loss(out, 0.01, 100), rel=1e-4, abs=1e-6)
+    idl = _term("id", tout, labels, cfg=LossConfig(label_smoothing=0.1))
+    assert float(idl.asnumpy()) == pytest.approx(ref.id_loss(out, labels, 0.1), rel=RTOL)
     for kind in ("batch_hard", "ranked_list"):
         cfg = LossConfig(triplet=kind)
-        assert float(L.triplet_loss(tout, T(labels), T(modality), cfg).asnumpy()) == pytest.approx(
+        assert float(_term("tri", tout, labels, modality, cfg).asnumpy()) == pytest.approx(
             ref.triplet_loss(out, labels, modality, cfg), rel=RTOL, abs=ATOL)
 
 
@@ -295,15 +302,17 @@ def test_graph_cell_vcd_has_no_temperature_and_cml_lse_flows() -> None:
         return cell(o, y, s)
 
     compiled = ms.jit(fn)(ms.mutable(outs), T(labels), T(modality))
+    host = L._MVDLoss(cfg, host_stop=True)(outs, T(labels), T(modality)).asnumpy()
     for j, k in enumerate(cell.terms):
         assert got[k] == pytest.approx(want[k], rel=1e-4, abs=1e-6), k
         assert float(compiled.asnumpy()[j]) == pytest.approx(want[k], rel=1e-4, abs=1e-6), k
-    with pytest.raises(ValueError, match="cml_lse"):
+        assert float(host[j]) == pytest.approx(got[k], rel=1e-5, abs=1e-7), k
+    with pytest.raises(ConfigError, match="cml_lse"):
         L._MVDLoss(dataclasses.replace(cfg, cml_lse="nope"))
 
 
 def test_loss_config_errors() -> None:
-    with pytest.raises(ValueError, match="preset"):
+    with pytest.raises(ConfigError, match="preset"):
         L._MVDLoss(dataclasses.replace(LossConfig(), preset="nope"))
-    with pytest.raises(ValueError, match="triplet"):
+    with pytest.raises(ConfigError, match="triplet"):
         L._MVDLoss(dataclasses.replace(LossConfig(), triplet="nope"))

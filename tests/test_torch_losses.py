@@ -1,4 +1,5 @@
-"""The torch losses against the NumPy float64 reference (tests/reference_losses.py)."""
+"""The torch primitives, and the shared composition over them, against the NumPy float64
+reference (tests/reference_losses.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 
 from mvd_backends.torch import losses as tl
 from mvd_core.config import LossConfig
+from mvd_core.errors import ConfigError
 from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS, TAP_NAMES
-from mvd_core.model.losses import BRANCH_WEIGHTS, PRESET_WEIGHTS
+from mvd_core.model import losses as shared
+from mvd_core.model.losses import PRESET_WEIGHTS
 
 pytestmark = pytest.mark.torch
 
@@ -48,6 +51,15 @@ def _t(a: np.ndarray, dtype: torch.dtype = torch.float64, grad: bool = False) ->
 
 def _tout(out: dict[str, np.ndarray], grad: bool = False) -> dict[str, torch.Tensor]:
     return {k: _t(v, grad=grad) for k, v in out.items()}
+
+
+def _term(name: str, tout: dict, labels: np.ndarray | None = None,
+          modality: np.ndarray | None = None, cfg: LossConfig | None = None) -> torch.Tensor:
+    """One term of the shared composition over the torch primitives."""
+    y = None if labels is None else torch.tensor(labels)
+    m = None if modality is None else torch.tensor(modality)
+    plan = shared.loss_plan(cfg or LossConfig())
+    return shared.term(tl, name, shared.taps_of(tout), y, m, plan)
 
 
 # ------------------------------------------------------------------ elementary losses
@@ -183,8 +195,8 @@ def test_vsd_vcd(mode: str) -> None:
     rng = np.random.default_rng(11)
     out = _out(rng)
     tout = _tout(out, grad=True)
-    vsd = tl.vsd_loss(tout, mode, 1.0)
-    vcd = tl.vcd_loss(tout, mode, 1.0)
+    vsd = _term("vsd", tout, cfg=LossConfig(kl=mode))
+    vcd = _term("vcd", tout, cfg=LossConfig(kl=mode))
     assert float(vsd.detach()) == pytest.approx(ref.vsd_loss(out, mode, 1.0), rel=1e-9)
     assert float(vcd.detach()) == pytest.approx(ref.vcd_loss(out, mode, 1.0), rel=1e-9)
     names = [f"{x}.logits" for x in OBSERVATIONS + REPRESENTATIONS]
@@ -290,7 +302,7 @@ def test_cml_loss() -> None:
     rng = np.random.default_rng(12)
     out = _out(rng)
     tout = _tout(out, grad=True)
-    got = tl.cml_loss(tout, 0.01, 100)
+    got = _term("cml", tout, cfg=LossConfig(sinkhorn_eps=0.01, sinkhorn_iters=100))
     assert float(got.detach()) == pytest.approx(ref.cml_loss(out, 0.01, 100), rel=1e-8)
     gi, gv = torch.autograd.grad(got, [tout["i_obs.logits"], tout["v_obs.logits"]])
     assert float(gi.abs().max()) > 0 and float(gv.abs().max()) > 0
@@ -299,20 +311,12 @@ def test_cml_loss() -> None:
 # ------------------------------------------------------------------ combinations
 
 
-def test_branch_weighted() -> None:
-    vals = {k: float(i + 1) for i, k in enumerate(BRANCH_WEIGHTS)}
-    got = tl.branch_weighted({k: torch.tensor(v, dtype=torch.float64) for k, v in vals.items()})
-    assert float(got) == pytest.approx(ref.branch_weighted(vals), rel=1e-12)
-    with pytest.raises(KeyError, match="i_obs"):
-        tl.branch_weighted({k: torch.tensor(1.0) for k in vals if k != "i_obs"})
-
-
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_id_loss(eps: float) -> None:
     rng = np.random.default_rng(13)
     out = _out(rng)
     labels, _ = _labels(rng)
-    got = tl.id_loss(_tout(out), torch.tensor(labels), eps)
+    got = _term("id", _tout(out), labels, cfg=LossConfig(label_smoothing=eps))
     assert float(got) == pytest.approx(ref.id_loss(out, labels, eps), rel=1e-10)
 
 
@@ -322,7 +326,7 @@ def test_triplet_loss(kind: str) -> None:
     out = _out(rng)
     labels, modality = _labels(rng)
     cfg = LossConfig(triplet=kind)
-    got = tl.triplet_loss(_tout(out), torch.tensor(labels), torch.tensor(modality), cfg)
+    got = _term("tri", _tout(out), labels, modality, cfg)
     assert float(got) == pytest.approx(ref.triplet_loss(out, labels, modality, cfg), rel=1e-9)
 
 
@@ -330,8 +334,8 @@ def test_triplet_loss_bad_kind() -> None:
     rng = np.random.default_rng(14)
     labels, modality = _labels(rng)
     cfg = dataclasses.replace(LossConfig(), triplet="lifted")
-    with pytest.raises(ValueError, match="lifted"):
-        tl.triplet_loss(_tout(_out(rng)), torch.tensor(labels), torch.tensor(modality), cfg)
+    with pytest.raises(ConfigError, match="loss.triplet: 'lifted'"):
+        tl.mvd_loss(_tout(_out(rng)), torch.tensor(labels), torch.tensor(modality), cfg)
 
 
 @pytest.mark.parametrize("preset", list(PRESET_WEIGHTS))
