@@ -14,7 +14,7 @@ alike. The first ``--warmup`` steps are trained and their losses kept, but not t
 Reported per contender: median step time, images/s, speed-up = fp32 median / contender
 median (target >= 2.5x for amp+cl on the CPU at mvd-ms batch 16, 288×144), and the largest
 relative loss gap to fp32 over every step (target <= 1e-2 over 20 steps;
-``mvd_core.amp_parity.relative_loss_gap``). JSON to ``--json``.
+``mvd_core.parity.amp.relative_loss_gap``). JSON to ``--json``.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from mvd_core.amp_parity import relative_loss_gap
     from mvd_core.config import apply_overrides, load_config, replace
     from mvd_core.io import atomic_write_text
+    from mvd_core.parity.amp import relative_loss_gap
     from mvd_core.registry import create_backend
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mvd_core.amp_parity import relative_loss_gap
     from mvd_core.config import apply_overrides, load_config, replace
     from mvd_core.io import atomic_write_text
+    from mvd_core.parity.amp import relative_loss_gap
     from mvd_core.registry import create_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

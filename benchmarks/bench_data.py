@@ -31,16 +31,16 @@ from pathlib import Path
 import numpy as np
 
 from mvd_core.config import load_config
-from mvd_core.data.datasets import load_train
 from mvd_core.data.loader import TrainLoader
+from mvd_core.data.sets import load_train
 from mvd_core.data.transforms import TrainTransform
 
 
 def _cache(args: argparse.Namespace, tmp: Path) -> Path:
     if args.cache:
         return Path(args.cache)
-    from mvd_core.data.prepare import prepare_sysu
     from mvd_core.data.synth import synth_sysu
+    from mvd_core.data.sysu import prepare_sysu
 
     t = time.perf_counter()
     synth_sysu(tmp / "synth", ids=args.ids, images_per_cam=args.images_per_cam, seed=0)

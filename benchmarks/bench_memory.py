@@ -83,10 +83,10 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import psutil
 
     from mvd_core.config import load_config, replace
-    from mvd_core.data.datasets import load_train
     from mvd_core.data.loader import TrainLoader
+    from mvd_core.data.sets import load_train
     from mvd_core.registry import create_backend
-    from mvd_core.schedule import lr_at
+    from mvd_core.train.schedule import lr_at
 
     base = load_config("tiny")
     data: dict[str, Any] = {"root": args.data}

@@ -1,9 +1,9 @@
-"""Benchmark mvd_core.metrics.evaluate against per-query evaluators shaped like the public codes.
+"""Benchmark mvd_core.eval.metrics.evaluate against per-query evaluators shaped like the public codes.
 
     python benchmarks/bench_metrics.py [--json out.json] [--repeat 5] [--chunk N] [--quick]
 
 Two problems, both with synthetic clustered float32 features (identity centre + camera shift +
-noise), distances from ``mvd_core.metrics.distance`` (not timed):
+noise), distances from ``mvd_core.eval.metrics.distance`` (not timed):
 
 (a) Market-1501 sized, 3368 queries x 15913 gallery (751 identities + 2793 distractors),
     protocol "market" (same pid and camera removed).
@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 
 try:
-    from mvd_core.metrics import EvalResult, distance, evaluate
-    from mvd_core.protocols import sysu_gallery_indices
+    from mvd_core.eval.metrics import EvalResult, distance, evaluate
+    from mvd_core.eval.protocols import sysu_gallery_indices
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mvd_core.metrics import EvalResult, distance, evaluate
-    from mvd_core.protocols import sysu_gallery_indices
+    from mvd_core.eval.metrics import EvalResult, distance, evaluate
+    from mvd_core.eval.protocols import sysu_gallery_indices
 
 NOISE_M, NOISE_S = 1.5, 2.2  # feature noise: sets how hard the synthetic problems are
 TARGETS = {"market": 50.0, "sysu": 20.0}

@@ -5,7 +5,7 @@
 #      at 288x144 (ms/step; the MS README: 940 ms on an RTX Titan; goal <= 300 ms here);
 #   3. a distributed smoke: torchrun --nproc-per-node 1 (nccl) through `mvd train`;
 #   4. CUDA vs CPU parity (same weights, same batch: forward / losses / gradients under the
-#      fp32 tolerances of mvd_core.tolerances) and the mixed-precision parity on CUDA.
+#      fp32 tolerances of mvd_core.parity.tolerances) and the mixed-precision parity on CUDA.
 # Every result lands in $OUT (JSON + logs); a summary table is printed at the end.
 #
 #   benchmarks/gpu_check.sh [--dry-run] [--out DIR]
@@ -93,10 +93,11 @@ say "parity: torch $DEV vs CPU (fp32 tolerances), and mixed precision on $DEV"
 timeout 240 "$PY" - "$DEV" "$OUT/parity.json" <<'EOF' 2>&1 | tee "$OUT/parity.log" || say "parity FAILED"
 import json, sys
 import numpy as np
-from mvd_core.amp_parity import run_amp_parity
+from mvd_core.parity.amp import run_amp_parity
 from mvd_core.config import load_config, replace
 from mvd_core.io import atomic_write_text
-from mvd_core.parity import compare, make_batch
+from mvd_core.parity.compare import compare
+from mvd_core.parity.inputs import make_batch
 from mvd_core.registry import create_backend
 
 dev, out = sys.argv[1], sys.argv[2]

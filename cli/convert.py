@@ -27,7 +27,7 @@ def convert(
     kind: Annotated[Kind, typer.Option("--kind", help="mvd: a whole MVD model; resnet50: a bare ResNet-50 (torchvision names).")] = Kind.mvd,
 ) -> None:
     """Convert parameters between formats by explicit name maps (strict, bit-exact)."""
-    from mvd_core.convert import convert as run
+    from mvd_core.weights.convert import convert as run
 
     r = run(src, dst, kind.value)
     typer.echo(f"{r.src} -> {r.dst}: {r.tensors} tensors, {r.parameters:,} values ({r.kind})")

@@ -35,7 +35,7 @@ def demo(
     from mvd_core import demo as D
 
     # four evaluations of 10 trials each: one line per evaluation, not per trial (-v shows them)
-    proto = logging.getLogger("mvd_core.protocols")
+    proto = logging.getLogger("mvd_core.eval.protocols")
     if proto.getEffectiveLevel() == logging.INFO:
         proto.setLevel(logging.WARNING)
     if compare:

@@ -67,8 +67,8 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint on every protocol of its data set: one report per protocol."""
     from mvd_core.config import atomic_write_text, load_config
-    from mvd_core.driver import evaluate_checkpoint
     from mvd_core.errors import MvdError
+    from mvd_core.train.driver import evaluate_checkpoint
 
     extra: list[str] = []
     if dataset is not None:

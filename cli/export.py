@@ -34,7 +34,7 @@ def export(
     check: Annotated[bool, typer.Option("--check", help="Run the ONNX file in onnxruntime against the backend on seeded images (max |diff| <= 1e-5).")] = False,
 ) -> None:
     """Export images (normalised float32 N x 3 x H x W) -> L2-normalised test features."""
-    from mvd_core.export import export_model
+    from mvd_core.weights.export import export_model
 
     path = export_model(resume, fmt.value, out, backend=backend.value if backend else None,
                         device=device, batch=batch, config=config, overrides=list(sets or []),

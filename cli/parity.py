@@ -36,9 +36,9 @@ def parity(
     that fail their fp32 tolerance: they pass iff MindSpore is within K_NOISE (gradients) or
     K_NOISE_STEPS (after the steps) x the fp32 noise floor of it, the floor being the larger of
     two fp32 samples (the reference, and the reference on permuted batches); gradients that are
-    0 in exact arithmetic are judged against their layer's scale (mvd_core/tolerances.py,
+    0 in exact arithmetic are judged against their layer's scale (mvd_core/parity/tolerances.py,
     "noise-floor", "noise-floor-steps", "grad-zero")."""
-    from mvd_core.parity import run_parity
+    from mvd_core.parity.runner import run_parity
 
     cfg = build_config(config, sets, None, None, ms_mode)
     report = run_parity(

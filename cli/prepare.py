@@ -40,7 +40,7 @@ def prepare(
     write train_{rgb,ir}_resized_{img,label}.npy plus mvd_cache_manifest.json (counts, ids,
     cameras, checksums). manifest: cache every image of a manifest CSV at --height x --width.
     Written atomically; re-running is safe (an up-to-date cache is left alone)."""
-    from mvd_core.data.prepare import prepare_sysu
+    from mvd_core.data.sysu import prepare_sysu
     from mvd_core.progress import Bar
 
     if dataset is PrepareDataset.manifest:  # your own data (mvd_core.data.manifest)

@@ -40,7 +40,7 @@ def rank(
     from mvd_core.api import load_model
     from mvd_core.config import atomic_write_text
     from mvd_core.errors import MvdError
-    from mvd_core.rankviz import ranking_pictures, save_picture
+    from mvd_core.eval.rankviz import ranking_pictures, save_picture
 
     if top < 1:
         raise MvdError(f"--top {top}: expected a positive number of gallery items")

@@ -21,7 +21,7 @@ def report(
 ) -> None:
     """Write the run's HTML report: loss/lr curves, CMC curves, per-trial tables, ranked lists of
     the best and worst queries, parity table; images inline (no network needed)."""
-    from mvd_core.report_html import write_run_report
+    from mvd_core.eval.report_html import write_run_report
 
     typer.echo(f"report: {write_run_report(run, out)}")
 
@@ -32,7 +32,7 @@ def echo_html_report(run_dir: Path) -> None:
     import logging
 
     from mvd_core.errors import MvdError
-    from mvd_core.report_html import write_run_report
+    from mvd_core.eval.report_html import write_run_report
 
     try:
         typer.echo(f"html report: {write_run_report(run_dir)}")

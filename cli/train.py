@@ -120,16 +120,16 @@ def seed_flag_overrides(
 
 def _launch_workers(config, sets, backend, device, ms_mode, extra, resume) -> bool:  # noqa: ANN001
     """``run.nproc`` > 1 in a single process: re-run this command line in that many workers
-    under the framework's launcher (mvd_core.distributed.launch) and report; True if it did."""
+    under the framework's launcher (mvd_core.train.distributed.launch) and report; True if it did."""
     import sys
     import time
 
-    from mvd_core.distributed import current, launch
+    from mvd_core.train.distributed import current, launch
 
     if current().enabled:
         return False  # a worker: train
     if resume is not None:
-        from mvd_core.resume import plan_resume
+        from mvd_core.train.resume import plan_resume
 
         plan = plan_resume(resume, explicit_overrides(sets, backend, ms_mode, extra), recipe=config, device=device)
         cfg, run_dir = plan.cfg, plan.run_dir
@@ -189,8 +189,8 @@ def train(
     html: Annotated[bool, typer.Option("--html/--no-html", help="Write the run's report.html at the end (mvd report; ~3 s of matplotlib).")] = True,
 ) -> None:
     """Train MVD (any recipe, either backend); evaluate on the test protocol at the end."""
-    from mvd_core.distributed import serve_if_scheduler
-    from mvd_core.driver import train as run_train
+    from mvd_core.train.distributed import serve_if_scheduler
+    from mvd_core.train.driver import train as run_train
 
     serve_if_scheduler("mindspore")  # msrun's scheduler process joins the cluster and exits
     extra = seed_flag_overrides(
@@ -203,7 +203,7 @@ def train(
         extra.append(f"run.nproc={nproc}")
     if _launch_workers(config, sets, backend, device, ms_mode, extra, resume):
         return
-    from mvd_core.distributed import current
+    from mvd_core.train.distributed import current
 
     worker = current()
     if not worker.is_main:  # ranks > 0 train silently; rank 0 logs and reports

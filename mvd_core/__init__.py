@@ -1,5 +1,11 @@
 """mvd_core: the framework-free half of mvd (data, sampling, metrics, configs, driver).
 
+Subpackages by layer: ``model`` (canonical parameters, init, loss constants), ``data`` (readers,
+synthetic data, sampling, transforms, loader), ``train`` (driver, loop, run folder, logs),
+``eval`` (metrics, protocols, reports), ``weights`` (checkpoints, conversion, pretrained,
+export), ``parity`` (cross-framework comparison); config, interface, registry, io, devices,
+sysinfo and the Python API stay at the top.
+
 Importing this package never imports torch or mindspore.
 """
 

@@ -16,7 +16,7 @@ MindSpore and vice versa); ``device`` as in the CLI. Images are given as a folde
 recursively), a glob pattern, a text file listing one image path per line (relative paths are
 relative to the list's folder; anything after the first whitespace on a line is ignored, so
 RegDB's ``idx`` files work), a single image file, a sequence of paths, a uint8 ``(N, H, W, 3)``
-array or an :class:`~mvd_core.data.datasets.ImageSet`.
+array or an :class:`~mvd_core.data.base.ImageSet`.
 
 Identities and cameras are known for SYSU-MM01 paths (``cam{c}/{pid:04d}/...``), RegDB paths
 (``Visible|Thermal/{pid}/...``), ImageSets and images listed in a manifest CSV given as
@@ -39,7 +39,7 @@ import numpy as np
 
 from mvd_core.config import Config, apply_overrides, load_config
 from mvd_core.errors import MvdError
-from mvd_core.testtime import TestTimeFeatures, raw_feature_config
+from mvd_core.eval.testtime import TestTimeFeatures, raw_feature_config
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def ids_from_manifest(paths: Sequence[str], manifest: str | os.PathLike[str]) ->
 def as_imageset(images: Images, modality: str, manifest: str | os.PathLike[str] | None = None) -> Any:
     """Any accepted image source → an ImageSet of ``modality`` (identities and cameras from the
     paths, or from ``manifest``)."""
-    from mvd_core.data.datasets import ImageSet
+    from mvd_core.data.base import ImageSet
 
     if modality not in MODALITIES:
         raise MvdError(f"modality: expected visible or thermal, got {modality!r}")
@@ -262,7 +262,7 @@ class Model:
         feature of each image and its mirror, then the normalisation. ``progress``: True for a
         bar on a terminal, or a ``(done, total)`` callback."""
         from mvd_core.data.imageio import progress_callback
-        from mvd_core.features import extract
+        from mvd_core.eval.features import extract
 
         imageset = as_imageset(images, modality)
         return extract(self.features(flip), imageset, modality, self._cfg(batch_size),
@@ -270,11 +270,11 @@ class Model:
 
     def evaluate(self, testset: Any = None, *, flip: bool = False, rerank: bool = False,
                  trials: int | None = None, overrides: Sequence[str] = ()) -> Any:
-        """The run's test protocol (or ``testset``'s) → a :class:`~mvd_core.protocols.Report`;
+        """The run's test protocol (or ``testset``'s) → a :class:`~mvd_core.eval.protocols.Report`;
         ``rerank``: k-reciprocal re-ranking. ``overrides`` (``section.key=value``, e.g.
         ``data.root=...``) apply to this call only."""
-        from mvd_core.data.datasets import load_test
-        from mvd_core.features import evaluate_backend
+        from mvd_core.data.sets import load_test
+        from mvd_core.eval.features import evaluate_backend
 
         cfg = apply_overrides(self.cfg, list(overrides)) if overrides else self.cfg
         if testset is None:
@@ -287,10 +287,10 @@ class Model:
              batch_size: int | None = None, progress: bool | Any = False,
              manifest: str | os.PathLike[str] | None = None) -> Ranking:
         """The ``top`` nearest gallery images of every query (the run's ``eval.metric``;
-        ``rerank``: True or a :class:`~mvd_core.rerank.RerankConfig` for k-reciprocal
+        ``rerank``: True or a :class:`~mvd_core.eval.rerank.RerankConfig` for k-reciprocal
         re-ranking)."""
-        from mvd_core.metrics import distance
-        from mvd_core.rerank import RerankConfig, k_reciprocal_rerank
+        from mvd_core.eval.metrics import distance
+        from mvd_core.eval.rerank import RerankConfig, k_reciprocal_rerank
 
         q = as_imageset(query, query_modality, manifest)
         g = as_imageset(gallery, gallery_modality, manifest)
@@ -340,11 +340,11 @@ def load_backend(
 ) -> tuple[Any, Config, Path]:
     """(backend with the checkpoint's parameters, the run's config, checkpoint path), as
     :func:`load_model`; ``raw``: the backend returns unnormalised features
-    (:func:`~mvd_core.testtime.raw_feature_config`), else the run's own test features."""
-    from mvd_core.checkpoint import load_checkpoint
+    (:func:`~mvd_core.eval.testtime.raw_feature_config`), else the run's own test features."""
     from mvd_core.devices import normalize_device
     from mvd_core.registry import create_backend
-    from mvd_core.resume import checkpoint_config, resolve_checkpoint
+    from mvd_core.train.resume import checkpoint_config, resolve_checkpoint
+    from mvd_core.weights.checkpoint import load_checkpoint
 
     path = resolve_checkpoint(run_or_file)
     ckpt = load_checkpoint(path)

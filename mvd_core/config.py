@@ -192,7 +192,7 @@ class RunConfig:
     val_ids: Annotated[int, Range(ge=0)] = 0  # carve N training ids for validation / "best" checkpoint
     amp: str = "none"  # none | bf16 (torch CPU/CUDA) | fp16 (torch CUDA, MindSpore GPU/Ascend)
     channels_last: bool = False  # torch: NHWC memory format (with amp=bf16: the fast CPU kernels)
-    nproc: Annotated[int, Range(ge=1)] = 1  # local worker processes (mvd train --nproc; see mvd_core.distributed)
+    nproc: Annotated[int, Range(ge=1)] = 1  # local worker processes (mvd train --nproc; see mvd_core.train.distributed)
     ms_mode: str = "pynative"  # graph | pynative (mindspore)
     precision: str = "fp32"  # fp32 | fp64 (torch only: the float64 arbiter of `mvd parity`)
     threads: Annotated[int, Range(ge=0, why="0 = auto")] = 0  # CPU compute threads; 0 = auto (see mvd_core.devices.cpu_threads)

@@ -10,7 +10,7 @@ histogram and raw pixels) show what the data set gives away without learning.
 std over the seeds): whether the distillation helps here is measured, not assumed.
 
 Everything runs through the real code paths: the synthetic data is written in the real
-on-disk layout and read back by the real SYSU-MM01 reader, training is :func:`mvd_core.driver.train`.
+on-disk layout and read back by the real SYSU-MM01 reader, training is :func:`mvd_core.train.driver.train`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from mvd_core.devices import normalize_device
 from mvd_core.errors import MvdError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mvd_core.data.datasets import TestSet
-    from mvd_core.protocols import Report
+    from mvd_core.data.base import TestSet
+    from mvd_core.eval.protocols import Report
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,8 @@ BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def baseline_reports(testset: TestSet, cfg: Config) -> dict[str, Report]:
     """Every training-free matcher of :data:`BASELINES` on ``testset`` under ``cfg.eval``,
     images at the model's input size."""
-    from mvd_core.data.datasets import load_images
-    from mvd_core.protocols import evaluate
+    from mvd_core.data.base import load_images
+    from mvd_core.eval.protocols import evaluate
 
     h, w = cfg.data.height, cfg.data.width
     q = load_images(testset.query, np.arange(len(testset.query)), h, w)
@@ -201,7 +201,7 @@ def baseline_reports(testset: TestSet, cfg: Config) -> dict[str, Report]:
 def evaluate_untrained(cfg: Config, num_classes: int, testset: TestSet) -> Report:
     """The run's starting point (the same seeded initialisation ``train`` builds) on the test
     protocol."""
-    from mvd_core.features import evaluate_backend
+    from mvd_core.eval.features import evaluate_backend
     from mvd_core.registry import create_backend
 
     return evaluate_backend(create_backend(cfg, num_classes), testset, cfg)
@@ -221,8 +221,8 @@ def run_demo(
 ) -> DemoResult:
     """Synthesise (once), evaluate the untrained network and the baselines, train, evaluate.
     ``fresh`` replaces an earlier demo run folder of the same tag."""
-    from mvd_core.data.datasets import load_test, load_train
-    from mvd_core.driver import train
+    from mvd_core.data.sets import load_test, load_train
+    from mvd_core.train.driver import train
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -339,7 +339,7 @@ def run_compare(
     """Train the demo recipe once per (preset, seed) on the same data; ``run.seed`` sets the
     initialisation and the batch draws, so both presets see the same start and the same
     batches for a seed. Runs go to ``<out>/runs/compare-<preset>-s<seed>`` (replaced)."""
-    from mvd_core.driver import train
+    from mvd_core.train.driver import train
 
     if len(seeds) < 1 or len(set(seeds)) != len(seeds):
         raise MvdError(f"--seeds: expected distinct seeds, got {list(seeds)}")
@@ -362,7 +362,7 @@ def run_compare(
             reports[preset][seed] = result.report
             steps = len(result.steps)
             log.info("compare: %s seed %d: %s", preset, seed, _fmt(result.report))
-    from mvd_core.data.datasets import load_test
+    from mvd_core.data.sets import load_test
 
     test_ids = len(set(load_test(base.data).query.pids.tolist()))
     return CompareResult(reports, time.perf_counter() - t0, steps, test_ids)

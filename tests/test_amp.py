@@ -8,12 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from mvd_cli.app import app
-from mvd_core.amp_parity import relative_loss_gap, run_amp_parity
 from mvd_core.config import load_config, replace
 from mvd_core.errors import MvdError
-from mvd_core.parity import make_batch
+from mvd_core.parity.amp import relative_loss_gap, run_amp_parity
+from mvd_core.parity.inputs import make_batch
+from mvd_core.parity.tolerances import TOLERANCES
 from mvd_core.registry import check_amp, create_backend
-from mvd_core.tolerances import TOLERANCES
 
 runner = CliRunner()
 
@@ -142,7 +142,7 @@ def test_amp_parity_section_passes(recipe):
 def test_amp_parity_detects_a_perturbed_model():
     """The amp tolerances are tight enough to see a 5 % weight error (one that fp32 vs bf16
     would never show)."""
-    import mvd_core.amp_parity as ap
+    import mvd_core.parity.amp as ap
 
     cfg = load_config("tiny")
     real = ap._pair
@@ -168,7 +168,7 @@ def test_amp_parity_detects_a_perturbed_model():
 def test_bf16_training_learns_like_fp32(sysu_root, tmp_path):
     """Through the driver on synthetic SYSU data: 2 epochs x 12 steps, the same seed; the bf16
     loss falls like the fp32 loss and stays on its trajectory."""
-    from mvd_core.driver import train
+    from mvd_core.train.driver import train
 
     def run(tag, *extra):
         cfg = load_config("tiny", [

@@ -9,14 +9,15 @@ import pytest
 
 from mvd_core import load_model
 from mvd_core.api import as_imageset, ids_from_paths, resolve_images, top_k
-from mvd_core.checkpoint import load_checkpoint
 from mvd_core.config import load_config
-from mvd_core.data.datasets import load_images, load_test
+from mvd_core.data.base import load_images
+from mvd_core.data.sets import load_test
 from mvd_core.data.transforms import test_images
-from mvd_core.driver import train
 from mvd_core.errors import MvdError
 from mvd_core.registry import create_backend
-from mvd_core.resume import checkpoint_config
+from mvd_core.train.driver import train
+from mvd_core.train.resume import checkpoint_config
+from mvd_core.weights.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.torch
 
@@ -145,7 +146,7 @@ def test_progress_callback_and_bars(model, query, monkeypatch):
     assert calls == [(min(n, k), n) for k in range(7, n + 7, 7)]
 
     from mvd_core.data.imageio import progress_callback
-    from mvd_core.runlog import ConsoleProgress
+    from mvd_core.train.runlog import ConsoleProgress
 
     tty = _Tty()
     monkeypatch.setattr("sys.stderr", tty)

@@ -116,7 +116,7 @@ def test_backend_keys_are_read_by_each_backend(name):
 
     core = Path(__file__).resolve().parent.parent / "mvd_core"
     text = "".join(p.read_text() for p in (ROOT / name).glob("*.py"))
-    text += "".join((core / f).read_text() for f in ("model/spec.py", "model/losses.py", "pretrained.py", "devices.py"))
+    text += "".join((core / f).read_text() for f in ("model/spec.py", "model/losses.py", "weights/pretrained.py", "devices.py"))
     missing = [k for k, who in HONOURED.items()
                if who in ("backends", "limited") and k not in LIMITS[name]
                and f".{k.split('.')[1]}" not in text]

@@ -6,9 +6,9 @@ from typer.testing import CliRunner
 
 from mvd_cli.app import app
 from mvd_core.config import load_config
-from mvd_core.convert import convert, infer_model_config, read_params, write_params
 from mvd_core.errors import MvdError
 from mvd_core.model.spec import init_params, model_spec, trunk_spec
+from mvd_core.weights.convert import convert, infer_model_config, read_params, write_params
 
 pytestmark = [pytest.mark.torch, pytest.mark.mindspore]
 runner = CliRunner()

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from mvd_core.config import DataConfig
-from mvd_core.data import datasets as D
+from mvd_core.data.base import TrainSet, load_images
 from mvd_core.data.loader import TrainLoader, materialise
+from mvd_core.data.sets import load_train
 from mvd_core.data.synth import synth_sysu
 from mvd_core.errors import ConfigError, DataError
 from mvd_core.interface import Batch
@@ -22,10 +23,10 @@ CFG = DataConfig(height=32, width=16, num_ids=3, num_pos=2, pad=2, workers=2, pr
 
 
 @pytest.fixture(scope="module")
-def train(tmp_path_factory: pytest.TempPathFactory) -> D.TrainSet:
+def train(tmp_path_factory: pytest.TempPathFactory) -> TrainSet:
     root = tmp_path_factory.mktemp("loader") / "sysu"
     synth_sysu(root, ids=10, images_per_cam=2, seed=5)
-    return D.load_train(dataclasses.replace(CFG, root=str(root)))
+    return load_train(dataclasses.replace(CFG, root=str(root)))
 
 
 def _equal(a: list[Batch], b: list[Batch]) -> bool:
@@ -40,7 +41,7 @@ def _pool_threads(loader: TrainLoader) -> set[threading.Thread]:
     return set() if pool is None else set(pool._threads)
 
 
-def test_batch_layout(train: D.TrainSet) -> None:
+def test_batch_layout(train: TrainSet) -> None:
     with TrainLoader(train, CFG, seed=0) as loader:
         b = next(iter(loader.epoch(1)))
     n, k = CFG.num_ids, CFG.num_pos
@@ -53,7 +54,7 @@ def test_batch_layout(train: D.TrainSet) -> None:
     assert np.all((b.labels >= 0) & (b.labels < train.num_classes))
 
 
-def test_same_seed_same_batches_whatever_the_workers(train: D.TrainSet) -> None:
+def test_same_seed_same_batches_whatever_the_workers(train: TrainSet) -> None:
     runs = []
     for workers, prefetch in ((0, 1), (1, 1), (2, 3), (2, 8)):
         cfg = dataclasses.replace(CFG, workers=workers, prefetch=prefetch)
@@ -66,7 +67,7 @@ def test_same_seed_same_batches_whatever_the_workers(train: D.TrainSet) -> None:
         assert not _equal(runs[0], list(loader.epoch(2)))  # another seed
 
 
-def test_resume_equals_tail_and_cap_is_prefix(train: D.TrainSet) -> None:
+def test_resume_equals_tail_and_cap_is_prefix(train: TrainSet) -> None:
     with TrainLoader(train, CFG, seed=3) as full_loader:
         full = list(full_loader.epoch(4))
         assert len(full) == full_loader.steps_per_epoch == full_loader.sampler.steps_per_epoch
@@ -84,7 +85,7 @@ def test_resume_equals_tail_and_cap_is_prefix(train: D.TrainSet) -> None:
         assert big.steps_per_epoch == big.sampler.steps_per_epoch  # a cap never lengthens
 
 
-def test_steps_per_epoch_formula(train: D.TrainSet) -> None:
+def test_steps_per_epoch_formula(train: TrainSet) -> None:
     with TrainLoader(train, dataclasses.replace(CFG, workers=0), seed=0) as loader:
         nv, nt = len(train.visible), len(train.thermal)
         assert loader.steps_per_epoch == max(nv, nt) // (CFG.num_ids * CFG.num_pos) + 1
@@ -97,7 +98,7 @@ def test_steps_per_epoch_formula(train: D.TrainSet) -> None:
         assert len(seen) == used and seen <= set(range(train.num_classes))
 
 
-def test_early_stop_is_clean(train: D.TrainSet) -> None:
+def test_early_stop_is_clean(train: TrainSet) -> None:
     loader = TrainLoader(train, dataclasses.replace(CFG, prefetch=4), seed=0)
     gen = loader.epoch(1)
     next(gen)
@@ -115,10 +116,10 @@ def test_early_stop_is_clean(train: D.TrainSet) -> None:
         loader.epoch(1)
 
 
-def test_preloads_small_sets_and_reads_large_ones_lazily(train: D.TrainSet) -> None:
+def test_preloads_small_sets_and_reads_large_ones_lazily(train: TrainSet) -> None:
     pre = materialise(train.visible, 32, 16)
     assert pre.size == (32, 16) and pre.paths is None
-    np.testing.assert_array_equal(pre.images, D.load_images(train.visible, np.arange(len(train.visible)), 32, 16))
+    np.testing.assert_array_equal(pre.images, load_images(train.visible, np.arange(len(train.visible)), 32, 16))
     lazy = materialise(train.visible, 32, 16, budget=0)
     assert lazy is train.visible
     cfg = dataclasses.replace(CFG, workers=0)
@@ -131,7 +132,7 @@ def test_preloads_small_sets_and_reads_large_ones_lazily(train: D.TrainSet) -> N
 def test_worker_error_reaches_the_consumer(tmp_path: Path) -> None:
     root = tmp_path / "s"
     synth_sysu(root, ids=4, images_per_cam=1, seed=0)
-    ts = D.load_train(dataclasses.replace(CFG, root=str(root)))
+    ts = load_train(dataclasses.replace(CFG, root=str(root)))
     for p in ts.visible.paths:
         Path(p).write_bytes(b"broken")
     cfg = dataclasses.replace(CFG, num_ids=2, workers=2)
@@ -142,7 +143,7 @@ def test_worker_error_reaches_the_consumer(tmp_path: Path) -> None:
     assert threads and not any(t.is_alive() for t in threads)
 
 
-def test_bad_arguments(train: D.TrainSet) -> None:
+def test_bad_arguments(train: TrainSet) -> None:
     with pytest.raises(ConfigError, match="seed"):
         TrainLoader(train, CFG, seed=-1)
     with pytest.raises(ConfigError, match="num_ids"):

@@ -13,9 +13,17 @@ from typer.testing import CliRunner
 
 from mvd_cli.app import app
 from mvd_core.config import DataConfig
-from mvd_core.data import datasets as D
-from mvd_core.data.prepare import prepare_sysu, verify_sysu_cache
+from mvd_core.data.base import load_images
+from mvd_core.data.sets import load_train
 from mvd_core.data.synth import synth_sysu
+from mvd_core.data.sysu import (
+    SYSU_CACHE_FILES,
+    SYSU_MANIFEST,
+    find_sysu_cache,
+    load_sysu_raw_train,
+    prepare_sysu,
+    verify_sysu_cache,
+)
 from mvd_core.errors import DataError
 
 runner = CliRunner()
@@ -43,34 +51,34 @@ def test_round_trip(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "cache"
     calls: list[tuple[int, int]] = []
     res = prepare_sysu(raw, out, progress=lambda d, t: calls.append((d, t)), workers=2)
-    raw_set = D.load_sysu_raw_train(raw)
+    raw_set = load_sysu_raw_train(raw)
     assert calls[-1][0] == calls[-1][1] == len(raw_set.visible) + len(raw_set.thermal)
     assert res.counts == {"rgb": len(raw_set.visible), "ir": len(raw_set.thermal)} and not res.up_to_date
-    cached = D.load_train(DataConfig(root=str(raw), cache=str(out)))
+    cached = load_train(DataConfig(root=str(raw), cache=str(out)))
     for a, b in ((raw_set.visible, cached.visible), (raw_set.thermal, cached.thermal)):
         assert isinstance(b.images, np.memmap) and b.images.shape[1:] == (288, 144, 3) and b.images.dtype == np.uint8
-        np.testing.assert_array_equal(np.asarray(b.images), D.load_images(a, np.arange(len(a)), 288, 144))
+        np.testing.assert_array_equal(np.asarray(b.images), load_images(a, np.arange(len(a)), 288, 144))
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_array_equal(a.pids, b.pids)  # restored from the manifest
         np.testing.assert_array_equal(a.cams, b.cams)
     assert cached.num_classes == raw_set.num_classes
     lab = np.load(out / "train_rgb_resized_label.npy", allow_pickle=False)
     assert lab.dtype == np.int64
-    m = json.loads((out / D.SYSU_MANIFEST).read_text())
+    m = json.loads((out / SYSU_MANIFEST).read_text())
     assert m["counts"] == res.counts and m["height"] == 288 and m["width"] == 144
     assert m["ids"] == sorted(set(raw_set.visible.pids.tolist()))
-    assert set(m["files"]) == set(D.SYSU_CACHE_FILES.values())
+    assert set(m["files"]) == set(SYSU_CACHE_FILES.values())
     verify_sysu_cache(out)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
 def test_cache_in_root_is_found_and_preferred(raw: Path) -> None:
     prepare_sysu(raw, progress=False)  # out defaults to the root
-    ts = D.load_train(DataConfig(root=str(raw)))
+    ts = load_train(DataConfig(root=str(raw)))
     assert isinstance(ts.visible.images, np.memmap)
     (raw / "train_ir_resized_label.npy").unlink()
     with pytest.raises(DataError, match="incomplete SYSU-MM01 cache"):
-        D.load_train(DataConfig(root=str(raw)))
+        load_train(DataConfig(root=str(raw)))
 
 
 def test_rerun_is_safe_and_cheap(raw: Path, tmp_path: Path) -> None:
@@ -92,8 +100,8 @@ def test_rerun_is_safe_and_cheap(raw: Path, tmp_path: Path) -> None:
 def test_public_code_cache_without_manifest(raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "c"
     prepare_sysu(raw, out, progress=False)
-    (out / D.SYSU_MANIFEST).unlink()
-    ts = D.load_train(DataConfig(root=str(raw), cache=str(out)))
+    (out / SYSU_MANIFEST).unlink()
+    ts = load_train(DataConfig(root=str(raw), cache=str(out)))
     np.testing.assert_array_equal(ts.visible.pids, ts.visible.labels)
     assert set(ts.visible.cams.tolist()) == {-1}
 
@@ -103,15 +111,15 @@ def test_bad_cache_files(raw: Path, tmp_path: Path) -> None:
     prepare_sysu(raw, out, progress=False)
     np.save(out / "train_ir_resized_label.npy", np.zeros(3, np.int64))
     with pytest.raises(DataError, match="train_ir_resized_label.npy: 3 labels"):
-        D.load_train(DataConfig(root=str(raw), cache=str(out)))
+        load_train(DataConfig(root=str(raw), cache=str(out)))
     np.save(out / "train_ir_resized_label.npy", np.array(["a", "b"]))
     with pytest.raises(DataError, match="integer label"):
-        D.load_train(DataConfig(root=str(raw), cache=str(out)))
+        load_train(DataConfig(root=str(raw), cache=str(out)))
     (out / "train_ir_resized_label.npy").write_bytes(b"garbage")
     with pytest.raises(DataError, match="train_ir_resized_label.npy: not a readable"):
-        D.load_train(DataConfig(root=str(raw), cache=str(out)))
+        load_train(DataConfig(root=str(raw), cache=str(out)))
     with pytest.raises(DataError, match="missing cache file"):
-        D.load_train(DataConfig(root=str(raw), cache=str(tmp_path)))
+        load_train(DataConfig(root=str(raw), cache=str(tmp_path)))
 
 
 def test_verify_detects_modification(raw: Path, tmp_path: Path) -> None:
@@ -126,7 +134,7 @@ def test_verify_detects_modification(raw: Path, tmp_path: Path) -> None:
 
 
 def _truncate_one(raw: Path) -> Path:
-    ts = D.load_sysu_raw_train(raw)
+    ts = load_sysu_raw_train(raw)
     bad = Path(ts.thermal.paths[1])
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 3])
@@ -149,21 +157,21 @@ def test_bad_image_fails_without_partial_outputs(raw: Path, tmp_path: Path) -> N
 
 def test_skip_bad(raw: Path, tmp_path: Path) -> None:
     bad = _truncate_one(raw)
-    full = D.load_sysu_raw_train(raw)
+    full = load_sysu_raw_train(raw)
     res = prepare_sysu(raw, tmp_path / "c", skip_bad=True, progress=False)
     assert res.skipped == (str(bad),)
     assert res.counts == {"rgb": len(full.visible), "ir": len(full.thermal) - 1}
-    m = json.loads((tmp_path / "c" / D.SYSU_MANIFEST).read_text())
+    m = json.loads((tmp_path / "c" / SYSU_MANIFEST).read_text())
     assert m["skipped"] == [str(bad)]
-    ts = D.load_train(DataConfig(root=str(raw), cache=str(tmp_path / "c")))
+    ts = load_train(DataConfig(root=str(raw), cache=str(tmp_path / "c")))
     keep = [i for i, p in enumerate(full.thermal.paths) if p != str(bad)]
     np.testing.assert_array_equal(ts.thermal.pids, full.thermal.pids[keep])
     np.testing.assert_array_equal(ts.thermal.cams, full.thermal.cams[keep])
-    np.testing.assert_array_equal(np.asarray(ts.thermal.images[1]), D.load_images(full.thermal, [keep[1]], 288, 144)[0])
+    np.testing.assert_array_equal(np.asarray(ts.thermal.images[1]), load_images(full.thermal, [keep[1]], 288, 144)[0])
 
 
 def test_skip_bad_cannot_empty_an_id(raw: Path, tmp_path: Path) -> None:
-    ts = D.load_sysu_raw_train(raw)
+    ts = load_sysu_raw_train(raw)
     pid = int(ts.thermal.pids[0])
     for p, q in zip(ts.thermal.paths, ts.thermal.pids):
         if q == pid:
@@ -223,6 +231,6 @@ def test_cli_prepare_unknown_dataset() -> None:
 
 
 def test_raw_folder_without_cache_reads_raw(raw: Path) -> None:
-    assert D.find_sysu_cache(DataConfig(root=str(raw))) is None
-    ts = D.load_train(DataConfig(root=str(raw)))
+    assert find_sysu_cache(DataConfig(root=str(raw))) is None
+    ts = load_train(DataConfig(root=str(raw)))
     assert ts.visible.paths is not None and ts.visible.images is None

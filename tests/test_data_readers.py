@@ -11,7 +11,10 @@ import pytest
 from PIL import Image
 
 from mvd_core.config import DataConfig
-from mvd_core.data import datasets as D
+from mvd_core.data.base import ImageSet, RowView, TrainSet, load_images
+from mvd_core.data.regdb import REGDB_THERMAL_CAM, REGDB_VISIBLE_CAM
+from mvd_core.data.sets import load_test, load_train
+from mvd_core.data.splits import carve_validation
 from mvd_core.data.synth import synth_regdb, synth_sysu
 from mvd_core.errors import DataError
 
@@ -86,7 +89,7 @@ def _cfg(root: Path, **kw) -> DataConfig:
 
 
 def test_sysu_train_index_hand_derived(sysu: Path) -> None:
-    ts = D.load_train(_cfg(sysu))
+    ts = load_train(_cfg(sysu))
     # train ∪ val = {1, 2, 3, 5} → labels 0, 1, 2, 3 in ascending id order
     assert ts.num_classes == 4
     v, t = ts.visible, ts.thermal
@@ -105,7 +108,7 @@ def test_sysu_train_index_hand_derived(sysu: Path) -> None:
 
 
 def test_sysu_test_index_hand_derived(sysu: Path) -> None:
-    te = D.load_test(_cfg(sysu))
+    te = load_test(_cfg(sysu))
     assert te.protocol == "sysu" and te.query_modality == "thermal" and te.gallery_modality == "visible"
     # query: cameras 3 then 6, each id-ascending; gallery: cameras 1, 2, 4, 5
     assert list(zip(te.query.cams.tolist(), te.query.pids.tolist())) == [(3, 7), (3, 7), (3, 8), (6, 8)]
@@ -114,20 +117,20 @@ def test_sysu_test_index_hand_derived(sysu: Path) -> None:
 
 
 def test_load_images_decodes_and_resizes(sysu: Path) -> None:
-    ts = D.load_train(_cfg(sysu))
-    a = D.load_images(ts.visible, [2, 0], 40, 20)  # stored size: no resize
+    ts = load_train(_cfg(sysu))
+    a = load_images(ts.visible, [2, 0], 40, 20)  # stored size: no resize
     assert a.shape == (2, 40, 20, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a[0], np.asarray(Image.open(ts.visible.paths[2]).convert("RGB")))
-    b = D.load_images(ts.visible, [0], 16, 8)
+    b = load_images(ts.visible, [0], 16, 8)
     ref = Image.open(ts.visible.paths[0]).convert("RGB").resize((8, 16), Image.LANCZOS)
     np.testing.assert_array_equal(b[0], np.asarray(ref))
     with pytest.raises(IndexError):
-        D.load_images(ts.visible, [len(ts.visible)], 16, 8)
+        load_images(ts.visible, [len(ts.visible)], 16, 8)
 
 
 def test_synthetic_sysu_reads_as_real(tmp_path: Path) -> None:
     info = synth_sysu(tmp_path / "s", ids=10, images_per_cam=2, seed=3)
-    ts = D.load_train(_cfg(tmp_path / "s"))
+    ts = load_train(_cfg(tmp_path / "s"))
     ids = sorted(info.splits["train"] + info.splits["val"])
     assert ts.num_classes == len(ids)
     for part, cams in ((ts.visible, {1, 2, 4, 5}), (ts.thermal, {3, 6})):
@@ -135,7 +138,7 @@ def test_synthetic_sysu_reads_as_real(tmp_path: Path) -> None:
         # labels are the rank of the id among the sorted training ids
         np.testing.assert_array_equal(part.labels, np.searchsorted(ids, part.pids))
         assert np.all(np.diff(part.pids) >= 0)  # id-major
-    te = D.load_test(_cfg(tmp_path / "s"))
+    te = load_test(_cfg(tmp_path / "s"))
     assert set(te.query.pids.tolist()) <= set(info.splits["test"])
     assert len(ts.visible) + len(ts.thermal) + len(te.query) + len(te.gallery) == info.images
 
@@ -144,18 +147,18 @@ def test_synthetic_sysu_reads_as_real(tmp_path: Path) -> None:
 
 
 def test_regdb_train_and_test(regdb: Path) -> None:
-    ts = D.load_train(_cfg(regdb, dataset="regdb", trial=1))
+    ts = load_train(_cfg(regdb, dataset="regdb", trial=1))
     assert ts.num_classes == 3
     assert ts.visible.pids.tolist() == [10, 10, 20, 20, 30, 30]
     assert ts.visible.labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert ts.thermal.labels.tolist() == [0, 0, 1, 1, 2, 2]
-    assert set(ts.visible.cams.tolist()) == {D.REGDB_VISIBLE_CAM} == {1}
-    assert set(ts.thermal.cams.tolist()) == {D.REGDB_THERMAL_CAM} == {2}
-    v2t = D.load_test(_cfg(regdb, dataset="regdb", trial=1), "v2t")
+    assert set(ts.visible.cams.tolist()) == {REGDB_VISIBLE_CAM} == {1}
+    assert set(ts.thermal.cams.tolist()) == {REGDB_THERMAL_CAM} == {2}
+    v2t = load_test(_cfg(regdb, dataset="regdb", trial=1), "v2t")
     assert v2t.protocol == "regdb" and v2t.query_modality == "visible" and v2t.gallery_modality == "thermal"
     assert v2t.query.pids.tolist() == [40, 40, 50, 50]
     np.testing.assert_array_equal(v2t.query.labels, v2t.query.pids)
-    t2v = D.load_test(_cfg(regdb, dataset="regdb", trial=1), "t2v")
+    t2v = load_test(_cfg(regdb, dataset="regdb", trial=1), "t2v")
     assert t2v.query_modality == "thermal" and t2v.query.paths == v2t.gallery.paths
 
 
@@ -163,15 +166,15 @@ def test_regdb_relabels_non_contiguous_labels(regdb: Path) -> None:
     for mod in ("visible", "thermal"):
         p = regdb / "idx" / f"train_{mod}_1.txt"
         p.write_text(p.read_text().replace(" 2\n", " 7\n").replace(" 1\n", " 4\n"))
-    ts = D.load_train(_cfg(regdb, dataset="regdb", trial=1))
+    ts = load_train(_cfg(regdb, dataset="regdb", trial=1))
     assert ts.visible.labels.tolist() == [0, 0, 1, 1, 2, 2]
 
 
 def test_synthetic_regdb_reads_as_real(tmp_path: Path) -> None:
     synth_regdb(tmp_path / "r", ids=6, images_per_modality=3, seed=1, trials=2)
     for trial in (1, 2):
-        ts = D.load_train(_cfg(tmp_path / "r", dataset="regdb", trial=trial))
-        te = D.load_test(_cfg(tmp_path / "r", dataset="regdb", trial=trial))
+        ts = load_train(_cfg(tmp_path / "r", dataset="regdb", trial=trial))
+        te = load_test(_cfg(tmp_path / "r", dataset="regdb", trial=trial))
         assert ts.num_classes == 3 and len(ts.visible) == len(ts.thermal) == 9
         assert not set(ts.visible.pids.tolist()) & set(te.query.pids.tolist())
         assert set(te.query.pids.tolist()) | set(ts.visible.pids.tolist()) == set(range(1, 7))
@@ -181,8 +184,8 @@ def test_synthetic_regdb_reads_as_real(tmp_path: Path) -> None:
 
 
 def test_carve_validation(sysu: Path) -> None:
-    ts = D.load_train(_cfg(sysu))
-    rest, val = D.carve_validation(ts, 1, seed=0)
+    ts = load_train(_cfg(sysu))
+    rest, val = carve_validation(ts, 1, seed=0)
     held = set(val.query.pids.tolist()) | set(val.gallery.pids.tolist())
     assert len(held) == 1
     assert rest.num_classes == 3
@@ -193,11 +196,11 @@ def test_carve_validation(sysu: Path) -> None:
         np.testing.assert_array_equal(part.labels, np.searchsorted(kept, part.pids))
     assert val.protocol == "regdb" and val.query_modality == "thermal" and val.gallery_modality == "visible"
     np.testing.assert_array_equal(val.query.labels, val.query.pids)
-    again = D.carve_validation(ts, 1, seed=0)[1]
+    again = carve_validation(ts, 1, seed=0)[1]
     assert again.query.pids.tolist() == val.query.pids.tolist()
     for bad in (0, 4):
         with pytest.raises(DataError, match="val_ids"):
-            D.carve_validation(ts, bad, seed=0)
+            carve_validation(ts, bad, seed=0)
 
 
 def test_carve_validation_keeps_memmap_unCopied(tmp_path: Path) -> None:
@@ -207,12 +210,12 @@ def test_carve_validation_keeps_memmap_unCopied(tmp_path: Path) -> None:
     arr.flush()
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
     labels = np.repeat(np.arange(4), 3)
-    vis = D.ImageSet(pids=labels + 100, labels=labels, cams=np.ones(n, np.int64), modality="visible", images=mm)
-    th = D.ImageSet(pids=labels + 100, labels=labels, cams=np.full(n, 3), modality="thermal", images=mm)
-    rest, val = D.carve_validation(D.TrainSet(vis, th, 4, "mm"), 2, seed=1)
-    assert isinstance(rest.visible.images, D.RowView) and rest.visible.images.base is mm
+    vis = ImageSet(pids=labels + 100, labels=labels, cams=np.ones(n, np.int64), modality="visible", images=mm)
+    th = ImageSet(pids=labels + 100, labels=labels, cams=np.full(n, 3), modality="thermal", images=mm)
+    rest, val = carve_validation(TrainSet(vis, th, 4, "mm"), 2, seed=1)
+    assert isinstance(rest.visible.images, RowView) and rest.visible.images.base is mm
     rows = rest.visible.images.rows
-    np.testing.assert_array_equal(D.load_images(rest.visible, np.arange(len(rows)), 4, 2)[:, 0, 0, 0], rows)
+    np.testing.assert_array_equal(load_images(rest.visible, np.arange(len(rows)), 4, 2)[:, 0, 0, 0], rows)
     assert len(rest.visible) + len(val.gallery) == n
 
 
@@ -230,16 +233,16 @@ def _raises(fn, *needles: str) -> str:
 
 
 def test_missing_root_folder_id_file_and_camera(sysu: Path, tmp_path: Path) -> None:
-    _raises(lambda: D.load_train(_cfg(tmp_path / "nope")), str(tmp_path / "nope"), "missing folder")
-    _raises(lambda: D.load_train(DataConfig(root="")), "data.root")
+    _raises(lambda: load_train(_cfg(tmp_path / "nope")), str(tmp_path / "nope"), "missing folder")
+    _raises(lambda: load_train(DataConfig(root="")), "data.root")
     (sysu / "exp" / "val_id.txt").unlink()
-    _raises(lambda: D.load_train(_cfg(sysu)), str(sysu / "exp" / "val_id.txt"), "missing id file")
+    _raises(lambda: load_train(_cfg(sysu)), str(sysu / "exp" / "val_id.txt"), "missing id file")
     make_sysu(sysu)
     import shutil
 
     shutil.rmtree(sysu / "cam6")
-    _raises(lambda: D.load_train(_cfg(sysu)), str(sysu / "cam6"), "missing folder")
-    _raises(lambda: D.load_test(_cfg(sysu)), str(sysu / "cam6"))
+    _raises(lambda: load_train(_cfg(sysu)), str(sysu / "cam6"), "missing folder")
+    _raises(lambda: load_test(_cfg(sysu)), str(sysu / "cam6"))
 
 
 @pytest.mark.parametrize(
@@ -249,33 +252,33 @@ def test_missing_root_folder_id_file_and_camera(sysu: Path, tmp_path: Path) -> N
 def test_id_file_not_comma_separated_ints(sysu: Path, text: str, line: int, token: str) -> None:
     p = sysu / "exp" / "train_id.txt"
     p.write_text(text)
-    _raises(lambda: D.load_train(_cfg(sysu)), f"{p}:{line}:", token, "comma-separated")
+    _raises(lambda: load_train(_cfg(sysu)), f"{p}:{line}:", token, "comma-separated")
 
 
 def test_id_file_duplicates_and_empty(sysu: Path) -> None:
     p = sysu / "exp" / "test_id.txt"
     p.write_text("7,8,7")
-    _raises(lambda: D.load_test(_cfg(sysu)), f"{p}:1:", "twice")
+    _raises(lambda: load_test(_cfg(sysu)), f"{p}:1:", "twice")
     p.write_text("\n")
-    _raises(lambda: D.load_test(_cfg(sysu)), str(p), "empty split")
+    _raises(lambda: load_test(_cfg(sysu)), str(p), "empty split")
 
 
 def test_split_without_images_is_empty(sysu: Path) -> None:
     (sysu / "exp" / "test_id.txt").write_text("99,98")
-    _raises(lambda: D.load_test(_cfg(sysu)), str(sysu / "exp" / "test_id.txt"), "empty split")
+    _raises(lambda: load_test(_cfg(sysu)), str(sysu / "exp" / "test_id.txt"), "empty split")
     (sysu / "exp" / "train_id.txt").write_text("4")  # id 4: cams 1 and 3 only
     (sysu / "exp" / "val_id.txt").write_text("97")
-    _raises(lambda: D.load_train(_cfg(sysu)), "[97]", "no visible")
+    _raises(lambda: load_train(_cfg(sysu)), "[97]", "no visible")
 
 
 def test_truncated_and_non_image_jpeg(sysu: Path) -> None:
-    ts = D.load_train(_cfg(sysu))
+    ts = load_train(_cfg(sysu))
     bad = Path(ts.visible.paths[1])
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])
-    _raises(lambda: D.load_images(ts.visible, [0, 1], 40, 20), str(bad), "truncated")
+    _raises(lambda: load_images(ts.visible, [0, 1], 40, 20), str(bad), "truncated")
     bad.write_bytes(b"this is not a JPEG at all")
-    _raises(lambda: D.load_images(ts.visible, [1], 40, 20), str(bad), "not an image")
+    _raises(lambda: load_images(ts.visible, [1], 40, 20), str(bad), "not an image")
 
 
 def test_regdb_line_without_label(regdb: Path) -> None:
@@ -283,7 +286,7 @@ def test_regdb_line_without_label(regdb: Path) -> None:
     lines = p.read_text().splitlines()
     lines[2] = lines[2].split()[0]
     p.write_text("\n".join(lines) + "\n")
-    _raises(lambda: D.load_train(_cfg(regdb, dataset="regdb")), f"{p}:3:", "no label")
+    _raises(lambda: load_train(_cfg(regdb, dataset="regdb")), f"{p}:3:", "no label")
 
 
 def test_regdb_label_disagrees_with_folder_pid(regdb: Path) -> None:
@@ -291,37 +294,37 @@ def test_regdb_label_disagrees_with_folder_pid(regdb: Path) -> None:
     lines = p.read_text().splitlines()
     lines[1] = lines[1].rsplit(" ", 1)[0] + " 2"  # Visible/10/... given label 2 (pid 10 has 0)
     p.write_text("\n".join(lines) + "\n")
-    _raises(lambda: D.load_train(_cfg(regdb, dataset="regdb")), f"{p}:2:", "disagrees", "pid 10")
+    _raises(lambda: load_train(_cfg(regdb, dataset="regdb")), f"{p}:2:", "disagrees", "pid 10")
     # across modalities: thermal gives pid 20 the label of pid 10
     make_regdb(regdb.parent / "R2")
     p2 = regdb.parent / "R2" / "idx" / "test_thermal_1.txt"
     p2.write_text(p2.read_text().replace(" 1\n", " 0\n"))
-    _raises(lambda: D.load_test(_cfg(regdb.parent / "R2", dataset="regdb")), f"{p2}:3:", "disagrees")
+    _raises(lambda: load_test(_cfg(regdb.parent / "R2", dataset="regdb")), f"{p2}:3:", "disagrees")
 
 
 def test_regdb_bad_label_missing_image_missing_file_empty(regdb: Path) -> None:
     p = regdb / "idx" / "test_visible_1.txt"
     good = p.read_text()
     p.write_text(good.replace(" 1\n", " one\n", 1))
-    _raises(lambda: D.load_test(_cfg(regdb, dataset="regdb")), f"{p}:3:", "'one'")
+    _raises(lambda: load_test(_cfg(regdb, dataset="regdb")), f"{p}:3:", "'one'")
     p.write_text("Visible/40/missing.bmp 0\n")
-    _raises(lambda: D.load_test(_cfg(regdb, dataset="regdb")), f"{p}:1:", "not found")
+    _raises(lambda: load_test(_cfg(regdb, dataset="regdb")), f"{p}:1:", "not found")
     p.write_text("\n\n")
-    _raises(lambda: D.load_test(_cfg(regdb, dataset="regdb")), str(p), "empty split")
-    _raises(lambda: D.load_train(_cfg(regdb, dataset="regdb", trial=2)), "train_visible_2.txt", "missing")
+    _raises(lambda: load_test(_cfg(regdb, dataset="regdb")), str(p), "empty split")
+    _raises(lambda: load_train(_cfg(regdb, dataset="regdb", trial=2)), "train_visible_2.txt", "missing")
 
 
 def test_unknown_dataset() -> None:
-    _raises(lambda: D.load_train(DataConfig(dataset="market", root="x")), "data.dataset")
+    _raises(lambda: load_train(DataConfig(dataset="market", root="x")), "data.dataset")
 
 
 def test_imageset_validation() -> None:
     z = np.zeros(2, np.int64)
     with pytest.raises(ValueError, match="exactly one"):
-        D.ImageSet(pids=z, labels=z, cams=z, modality="visible")
+        ImageSet(pids=z, labels=z, cams=z, modality="visible")
     with pytest.raises(ValueError, match="length"):
-        D.ImageSet(pids=z, labels=z[:1], cams=z, modality="visible", paths=("a", "b"))
+        ImageSet(pids=z, labels=z[:1], cams=z, modality="visible", paths=("a", "b"))
     with pytest.raises(ValueError, match="uint8"):
-        D.ImageSet(pids=z, labels=z, cams=z, modality="visible", images=np.zeros((2, 4, 2, 3), np.float32))
-    s = D.ImageSet(pids=z, labels=z, cams=z, modality="thermal", paths=("a", "b"))
+        ImageSet(pids=z, labels=z, cams=z, modality="visible", images=np.zeros((2, 4, 2, 3), np.float32))
+    s = ImageSet(pids=z, labels=z, cams=z, modality="thermal", paths=("a", "b"))
     assert len(s) == 2 and s.size is None and not s.pids.flags.writeable

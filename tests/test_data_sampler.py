@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mvd_core.data.datasets import ImageSet, TrainSet
+from mvd_core.data.base import ImageSet, TrainSet
 from mvd_core.data.sampler import IdentitySampler
 from mvd_core.errors import ConfigError
 

@@ -252,7 +252,7 @@ def test_training_free_matchers_are_near_chance_cross_modally(tmp_path: Path) ->
     background: a colour-histogram matcher and raw-pixel nearest neighbour stay near chance
     thermal->visible (the trained model is compared with them in tests/test_learning.py)."""
     from mvd_core.config import apply_overrides, load_config
-    from mvd_core.data.datasets import load_test
+    from mvd_core.data.sets import load_test
     from mvd_core.demo import baseline_reports
 
     S.synth_sysu(tmp_path / "s", ids=80, images_per_cam=3, seed=0, split=(0.5, 0.1, 0.4), size_scale=0.5)

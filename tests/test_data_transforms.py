@@ -288,11 +288,11 @@ def test_bad_modality_and_augment() -> None:
 
 def test_loader_and_test_features_honour_data_resize() -> None:
     """data.resize reaches the training loader (images of another size) and the test-time
-    extraction (mvd_core.features.extract)."""
+    extraction (mvd_core.eval.features.extract)."""
     from mvd_core.config import Config
-    from mvd_core.data.datasets import ImageSet, TrainSet
+    from mvd_core.data.base import ImageSet, TrainSet
     from mvd_core.data.loader import TrainLoader
-    from mvd_core.features import extract
+    from mvd_core.eval.features import extract
 
     raw = np.stack([_img(s, 64, 32) for s in range(4)])
     labels = np.array([0, 0, 1, 1])

@@ -52,7 +52,7 @@ def test_demo_evaluates_untrained_and_trained(demo_run) -> None:
     assert doc["test_ids"] == MINI.test_ids and doc["preset"] == "id+tri+kldiv"
     assert set(doc["baselines"]) == set(D.BASELINES)
     # the untrained network is the run's seeded starting point: evaluating it again agrees
-    from mvd_core.data.datasets import load_test, load_train
+    from mvd_core.data.sets import load_test, load_train
 
     again = D.evaluate_untrained(res.cfg, load_train(res.cfg.data).num_classes, load_test(res.cfg.data))
     assert again.mean == res.untrained.mean

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvd_core import distributed
 from mvd_core.config import load_config
 from mvd_core.errors import MvdError
+from mvd_core.train import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 MVD = Path(sys.executable).with_name("mvd")
@@ -90,8 +90,8 @@ def test_launch_commands(tmp_path):
 # ------------------------------------------------------------------ per-rank data
 
 def test_ranks_draw_disjoint_identities_of_one_shared_plan(sysu_root):
-    from mvd_core.data.datasets import load_train
     from mvd_core.data.loader import TrainLoader
+    from mvd_core.data.sets import load_train
 
     cfg = load_config("tiny", [f"data.root={sysu_root}", "data.workers=0"])
     train = load_train(cfg.data)
@@ -123,8 +123,8 @@ _TORCH_WORKER = textwrap.dedent('''
     import sys
     import numpy as np
     from mvd_core.config import load_config
-    from mvd_core.distributed import current
-    from mvd_core.parity import make_batch
+    from mvd_core.train.distributed import current
+    from mvd_core.parity.inputs import make_batch
     from mvd_core.registry import create_backend
 
     out, STEPS = sys.argv[1], int(sys.argv[2])
@@ -162,7 +162,7 @@ def _torchrun(script: Path, *args: str, nproc: int = 2, timeout: int = 300) -> N
 @pytest.mark.torch
 def test_torch_two_rank_sync_bn_step_equals_one_process_on_the_joined_batch(tmp_path):
     from mvd_core.interface import Batch  # noqa: F401 - the worker imports it too
-    from mvd_core.parity import make_batch
+    from mvd_core.parity.inputs import make_batch
     from mvd_core.registry import create_backend
 
     script = tmp_path / "worker.py"
@@ -213,7 +213,7 @@ def _steps(run: Path) -> list[tuple[int, float]]:
 
 @pytest.mark.torch
 def test_torch_cli_two_ranks_one_writer_and_exact_resume(sysu_root, tmp_path):
-    from mvd_core.checkpoint import load_checkpoint
+    from mvd_core.weights.checkpoint import load_checkpoint
 
     _mvd(*_train_args(sysu_root, tmp_path, "full", "--nproc", "2"))
     _mvd(*_train_args(sysu_root, tmp_path, "part", "--nproc", "2", "--stop-after", "1"))
@@ -239,7 +239,7 @@ def test_torch_cli_two_ranks_one_writer_and_exact_resume(sysu_root, tmp_path):
 @pytest.mark.mindspore
 @pytest.mark.slow  # msrun init 10-20 s and one graph compilation per rank: minutes on 2 cores
 def test_mindspore_cli_two_ranks_then_resume_on_one(sysu_root, tmp_path):
-    from mvd_core.checkpoint import load_checkpoint
+    from mvd_core.weights.checkpoint import load_checkpoint
 
     run = tmp_path / "ms"
     _mvd(*_train_args(sysu_root, tmp_path, "ms", "--backend", "mindspore", "--device", "CPU",

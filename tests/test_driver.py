@@ -8,10 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mvd_cli.app import app
-from mvd_core.checkpoint import load_checkpoint
 from mvd_core.config import load_config
-from mvd_core.driver import evaluate_checkpoint, train
 from mvd_core.model.spec import model_spec
+from mvd_core.train.driver import evaluate_checkpoint, train
+from mvd_core.weights.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.torch
 runner = CliRunner()

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from mvd_core.checkpoint import load_checkpoint
-from mvd_core.runlog import read_log
+from mvd_core.train.runlog import read_log
+from mvd_core.weights.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.torch, pytest.mark.mindspore, pytest.mark.e2e]
 

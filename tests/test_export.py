@@ -9,10 +9,10 @@ from mvd_cli.app import app
 from mvd_core import load_model
 from mvd_core.api import as_imageset
 from mvd_core.config import load_config
-from mvd_core.data.datasets import load_images
+from mvd_core.data.base import load_images
 from mvd_core.data.transforms import test_images
-from mvd_core.driver import train
-from mvd_core.export import onnx_features
+from mvd_core.train.driver import train
+from mvd_core.weights.export import onnx_features
 
 pytestmark = pytest.mark.torch
 runner = CliRunner()
@@ -48,7 +48,7 @@ def _export(*args):
 
 
 def test_torch_onnx_dynamic_batch(run_dir, images, reference, tmp_path):
-    from mvd_core.tensorboard import prefer_python_protobuf
+    from mvd_core.train.tensorboard import prefer_python_protobuf
 
     prefer_python_protobuf()  # before onnx's protobuf import, so MindSpore still imports later
     import onnx
@@ -90,7 +90,7 @@ def test_mindspore_mindir(run_dir, images, reference, tmp_path):
 def test_check_catches_a_different_network(run_dir, tmp_path):
     from mvd_core.api import load_backend
     from mvd_core.errors import MvdError
-    from mvd_core.export import check_onnx, export_model
+    from mvd_core.weights.export import check_onnx, export_model
 
     out = export_model(run_dir, "onnx", tmp_path / "a.onnx")
     other, _, _ = load_backend(run_dir, overrides=["model.feat_norm=joint"])  # another test feature

@@ -12,8 +12,8 @@ from mvd_cli.app import app
 from mvd_core import load_model
 from mvd_core.api import load_features, resolve_images
 from mvd_core.config import load_config
-from mvd_core.driver import train
-from mvd_core.rankviz import BORDER, GREEN, QUERY, RED, tile_origin
+from mvd_core.eval.rankviz import BORDER, GREEN, QUERY, RED, tile_origin
+from mvd_core.train.driver import train
 
 pytestmark = pytest.mark.torch
 runner = CliRunner()
@@ -156,7 +156,7 @@ def test_eval_flip_rerank(run_dir, model, tmp_path):
 def test_every_command_on_a_mindspore_trained_run(sysu_root, tmp_path):
     """Train on MindSpore (the first compiled step costs ~1 min on CPU: slow), then extract,
     rank, report and export its run with the MindSpore backend."""
-    from mvd_core.export import onnx_features
+    from mvd_core.weights.export import onnx_features
 
     cfg = load_config("tiny", [f"data.root={sysu_root}", f"run.out={tmp_path}", "run.tag=ms",
                                "run.backend=mindspore", "run.device=CPU", *TINY])
@@ -175,7 +175,7 @@ def test_every_command_on_a_mindspore_trained_run(sysu_root, tmp_path):
     _ok(["export", "--resume", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
          "--batch", "8"])
     from mvd_core.api import as_imageset
-    from mvd_core.data.datasets import load_images
+    from mvd_core.data.base import load_images
     from mvd_core.data.transforms import test_images
 
     x = test_images(load_images(as_imageset(paths[:8], "thermal"), np.arange(8), 64, 32), 64, 32)

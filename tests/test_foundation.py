@@ -28,7 +28,7 @@ def _modules_after(code: str) -> set[str]:
 def test_importing_core_imports_no_framework():
     mods = _modules_after(
         "import mvd_core, mvd_core.config, mvd_core.registry, mvd_core.interface, "
-        "mvd_core.model.spec, mvd_core.devices, mvd_core.pretrained, mvd_core.sysinfo\n"
+        "mvd_core.model.spec, mvd_core.devices, mvd_core.weights.pretrained, mvd_core.sysinfo\n"
         "import pkgutil, importlib\n"
         "for m in pkgutil.walk_packages(mvd_core.__path__, 'mvd_core.'): importlib.import_module(m.name)"
     )

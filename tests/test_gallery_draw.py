@@ -18,10 +18,10 @@ import pytest
 import scipy.io
 
 from mvd_core.config import EvalConfig
-from mvd_core.data.datasets import load_sysu_test
+from mvd_core.data.sysu import load_sysu_test
 from mvd_core.errors import MvdError
-from mvd_core.metrics import distance, evaluate
-from mvd_core.protocols import (
+from mvd_core.eval.metrics import distance, evaluate
+from mvd_core.eval.protocols import (
     find_sysu_permutations,
     load_sysu_permutations,
     run_sysu,
@@ -239,7 +239,7 @@ def test_official_file_lookup_and_errors(tree, perm_file, tmp_path):
 
 @pytest.mark.parametrize("draw", ["agw", "official", "seeded"])
 def test_evaluate_honours_eval_gallery_draw(tree, perm_file, draw):
-    from mvd_core.protocols import evaluate as evaluate_testset
+    from mvd_core.eval.protocols import evaluate as evaluate_testset
 
     ts = load_sysu_test(tree)
     q, g = ts.query, ts.gallery

@@ -1,4 +1,4 @@
-"""The one atomic writer (mvd_core.io) and run folders (mvd_core.rundir): modes, fsync, temp
+"""The one atomic writer (mvd_core.io) and run folders (mvd_core.train.rundir): modes, fsync, temp
 clean-up, injected I/O faults, tag checks and the run lock across two real processes."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from mvd_core import io as mio
 from mvd_core.errors import ConfigError, MvdError, RunInUse
-from mvd_core.rundir import LOCK_NAME, RunLock, check_tag, create_run_dir, run_contents
+from mvd_core.train.rundir import LOCK_NAME, RunLock, check_tag, create_run_dir, run_contents
 
 
 def _mode(p: Path) -> int:
@@ -219,7 +219,7 @@ def test_runlock_clears_stale_temps(tmp_path):
 _HOLDER = textwrap.dedent(
     """
     import sys, time
-    from mvd_core.rundir import RunLock
+    from mvd_core.train.rundir import RunLock
     with RunLock(sys.argv[1], create=True):
         print("locked", flush=True)
         time.sleep(60)

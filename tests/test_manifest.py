@@ -9,11 +9,12 @@ import pytest
 
 from mvd_core import load_model
 from mvd_core.config import load_config
-from mvd_core.data.datasets import load_test, load_train, read_id_file
 from mvd_core.data.manifest import read_manifest_csv
-from mvd_core.driver import train
+from mvd_core.data.sets import load_test, load_train
+from mvd_core.data.sysu import read_id_file
 from mvd_core.errors import DataError
-from mvd_core.metrics import distance, evaluate
+from mvd_core.eval.metrics import distance, evaluate
+from mvd_core.train.driver import train
 
 HEADER = "path,identity,camera,modality,split\n"
 
@@ -107,7 +108,7 @@ def test_prepare_cache_is_read_instead_of_the_files(manifest, tmp_path):
     from typer.testing import CliRunner
 
     from mvd_cli.app import app
-    from mvd_core.data.datasets import load_images
+    from mvd_core.data.base import load_images
 
     out = tmp_path / "cache"
     args = ["prepare", "manifest", "--root", str(manifest), "--out", str(out), "--height", "64",

@@ -1,4 +1,4 @@
-"""mvd_core.metrics: evaluate() against a plain per-query reference, hand-computed cases,
+"""mvd_core.eval.metrics: evaluate() against a plain per-query reference, hand-computed cases,
 invariants (hypothesis) and bad input."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mvd_core.errors import MvdError
-from mvd_core.metrics import EvalResult, distance, evaluate
+from mvd_core.eval.metrics import EvalResult, distance, evaluate
 
 PROTOCOLS = ("sysu", "regdb", "market")
 

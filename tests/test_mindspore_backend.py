@@ -14,13 +14,13 @@ pytest.importorskip("mindspore")
 from mvd_backends.mindspore import convert as ms_convert  # noqa: E402
 from mvd_backends.mindspore.backend import MindSporeBackend  # noqa: E402
 from mvd_cli.app import app  # noqa: E402
-from mvd_core.checkpoint import load_checkpoint  # noqa: E402
 from mvd_core.config import load_config  # noqa: E402
-from mvd_core.driver import evaluate_checkpoint, train  # noqa: E402
 from mvd_core.errors import MvdError  # noqa: E402
 from mvd_core.interface import Batch  # noqa: E402
 from mvd_core.model.spec import BRANCHES, init_params, model_spec, trunk_spec  # noqa: E402
-from mvd_core.parity import make_batch  # noqa: E402
+from mvd_core.parity.inputs import make_batch  # noqa: E402
+from mvd_core.train.driver import evaluate_checkpoint, train  # noqa: E402
+from mvd_core.weights.checkpoint import load_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.mindspore
 runner = CliRunner()

@@ -29,7 +29,7 @@ from mvd_core.model.spec import (  # noqa: E402
     model_spec,
     trunk_spec,
 )
-from mvd_core.parity import RESIDUAL_GAIN  # noqa: E402
+from mvd_core.parity.inputs import RESIDUAL_GAIN  # noqa: E402
 
 pytestmark = pytest.mark.mindspore
 
@@ -183,8 +183,8 @@ def test_resnet50_checkpoint_round_trip_and_strictness(tmp_path) -> None:
 
 
 def test_resnet50_checkpoint_loads_into_all_trunks(tmp_path) -> None:
-    """Through mvd_core.pretrained (the path `model.pretrain` takes), into v, i and s."""
-    from mvd_core.pretrained import load_trunk_params
+    """Through mvd_core.weights.pretrained (the path `model.pretrain` takes), into v, i and s."""
+    from mvd_core.weights.pretrained import load_trunk_params
 
     spec = trunk_spec(8)
     rng = np.random.default_rng(4)

@@ -12,7 +12,7 @@ One `mvd parity --config tiny` run per MindSpore mode (a module fixture) serves 
   single ReLU inputs within fp32 rounding of 0 (~1 per batch and framework; one flip moves a
   whole trunk's gradients by 0.3-1 %, torch fp32 against torch fp64 too). Those rows may pass by
   the fp64 arbiter: MindSpore no further from torch float64 than K_NOISE x torch fp32's own
-  distance from it in that section (mvd_core/tolerances.py, "noise-floor");
+  distance from it in that section (mvd_core/parity/tolerances.py, "noise-floor");
 - every row the arbiter passed carries its fp64 numbers and meets its bound.
 """
 
@@ -23,8 +23,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mvd_cli.app import app
-from mvd_core.parity import arbitrate, compare, near_zero, noise_floor
-from mvd_core.tolerances import (
+from mvd_core.parity.compare import arbitrate, compare, near_zero, noise_floor
+from mvd_core.parity.tolerances import (
     ARBITER,
     GRAD_ZERO,
     K_NOISE,
@@ -50,7 +50,7 @@ _RUNS: dict[tuple[str, int], tuple] = {}
 @pytest.fixture(scope="module", params=[("pynative", 0), ("graph", 2)], ids=["pynative", "graph"])
 def tiny_parity(request, tmp_path_factory):
     # graph mode runs seed 2: the point where MindSpore flips during the steps and torch fp32
-    # barely (the arbiter's hardest measured case, mvd_core/tolerances.py noise-floor-steps)
+    # barely (the arbiter's hardest measured case, mvd_core/parity/tolerances.py noise-floor-steps)
     if request.param not in _RUNS:
         _RUNS[request.param] = _run_parity(request.param, tmp_path_factory)
     return _RUNS[request.param]
@@ -145,7 +145,7 @@ def test_parity_fails_when_weights_are_perturbed(tmp_path):
     assert any(row["section"] == "grad" and ".vib." in row["name"] for row in failed)
     # nor the trunk: perturbed trunk gradients/parameters stay failures with the arbiter on
     # (after ONE step; after 5 the parameters' floor, set by BN biases that start at 0, is 0.14
-    # and the arbiter passes most perturbed trunk parameters -- mvd_core/tolerances.py, params)
+    # and the arbiter passes most perturbed trunk parameters -- mvd_core/parity/tolerances.py, params)
     for sec in ("grad", "params"):
         trunk = [row for row in data["rows"]
                  if row["section"].startswith(sec) and ".trunk." in row["name"]]
@@ -246,7 +246,7 @@ def test_parity_sweep(batch: int, steps: int, seed: int):
     section (it depends on none of the three). Images stay 64x32: at 32x16 layer4 is 1x1 and a
     train-mode BatchNorm over 8 samples is too ill-conditioned for the forward tolerance."""
     from mvd_core.config import load_config
-    from mvd_core.parity import run_parity
+    from mvd_core.parity.runner import run_parity
 
     cfg = load_config("tiny")
     rep = run_parity(cfg, batch=batch, steps=steps, seed=seed, loss_cases=())
@@ -261,7 +261,7 @@ def test_parity_sweep(batch: int, steps: int, seed: int):
 def test_run_parity_without_the_arbiter_torch_against_itself():
     """arbiter=False: no fp64 run, no fp64 numbers, every row judged by fp32 alone."""
     from mvd_core.config import load_config
-    from mvd_core.parity import run_parity
+    from mvd_core.parity.runner import run_parity
 
     cfg = load_config("tiny", ["data.height=32", "data.width=16"])
     rep = run_parity(cfg, backends=("torch", "torch"), steps=1, batch=8, loss_cases=(),

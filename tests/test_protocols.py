@@ -1,4 +1,4 @@
-"""mvd_core.protocols: SYSU-MM01 gallery draws, run_sysu / run_regdb, and the report."""
+"""mvd_core.eval.protocols: SYSU-MM01 gallery draws, run_sysu / run_regdb, and the report."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from mvd_core import protocols
 from mvd_core.errors import MvdError
-from mvd_core.metrics import EvalResult, distance, evaluate
-from mvd_core.protocols import (
+from mvd_core.eval import protocols
+from mvd_core.eval.metrics import EvalResult, distance, evaluate
+from mvd_core.eval.protocols import (
     RegDBTrial,
     Report,
     regdb_trial,

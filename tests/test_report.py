@@ -4,9 +4,9 @@ per-query loop, and the HTML run report."""
 import numpy as np
 import pytest
 
-from mvd_core.evaldata import read_eval_npz, write_eval_npz
-from mvd_core.metrics import TOP_K, evaluate
-from mvd_core.protocols import Report
+from mvd_core.eval.evaldata import read_eval_npz, write_eval_npz
+from mvd_core.eval.metrics import TOP_K, evaluate
+from mvd_core.eval.protocols import Report
 
 
 def _plain(dist, q_pids, g_pids, q_cams, g_cams, sysu):
@@ -88,8 +88,8 @@ from PIL import Image  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from mvd_cli.app import app  # noqa: E402
-from mvd_core.rankviz import BORDER, GREEN, RED, tile_origin  # noqa: E402
-from mvd_core.report_html import N_EXAMPLES, inline_images  # noqa: E402
+from mvd_core.eval.rankviz import BORDER, GREEN, RED, tile_origin  # noqa: E402
+from mvd_core.eval.report_html import N_EXAMPLES, inline_images  # noqa: E402
 
 runner = CliRunner()
 
@@ -128,7 +128,7 @@ def test_train_writes_a_self_contained_report(trained):
 @pytest.mark.torch
 def test_ranked_lists_of_best_and_worst(trained):
     from mvd_core.config import load_config
-    from mvd_core.data.datasets import load_test
+    from mvd_core.data.sets import load_test
 
     run, _ = trained
     page = (run / "report.html").read_text()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mvd_core.errors import MvdError
-from mvd_core.rerank import k_reciprocal_rerank
+from mvd_core.eval.rerank import k_reciprocal_rerank
 
 
 def _euclid(a, b):
@@ -99,8 +99,8 @@ def test_bad_input():
 def test_protocols_rerank_each_trial_gallery():
     """run_sysu / regdb_trial with rerank=True = the metric on the re-ranked distances of each
     trial's own gallery."""
-    from mvd_core.metrics import evaluate
-    from mvd_core.protocols import regdb_trial, run_sysu, sysu_gallery_indices
+    from mvd_core.eval.metrics import evaluate
+    from mvd_core.eval.protocols import regdb_trial, run_sysu, sysu_gallery_indices
 
     rng = np.random.default_rng(5)
     n_ids = 10
@@ -126,7 +126,7 @@ def test_protocols_rerank_each_trial_gallery():
 
 
 def test_precomputed_query_block_and_float64():
-    from mvd_core.rerank import squared_distances
+    from mvd_core.eval.rerank import squared_distances
 
     rng = np.random.default_rng(9)
     feats = _clustered(rng, 10, 6, 12)

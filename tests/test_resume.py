@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mvd_cli.app import app
-from mvd_core.checkpoint import load_checkpoint
 from mvd_core.config import load_config
-from mvd_core.runlog import read_log
-from mvd_core.schedule import lr_at
+from mvd_core.train.runlog import read_log
+from mvd_core.train.schedule import lr_at
+from mvd_core.weights.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.torch
 runner = CliRunner()

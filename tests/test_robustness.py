@@ -25,9 +25,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mvd_cli.app import app
-from mvd_core.checkpoint import load_checkpoint
 from mvd_core.config import load_config
 from mvd_core.errors import CheckpointError
+from mvd_core.weights.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.torch
 runner = CliRunner()
@@ -266,7 +266,7 @@ def test_prepare_disk_full_is_one_line_and_leaves_nothing(tmp_path, sysu_root, m
 def test_prepare_write_failure_mid_stream_cleans_up(tmp_path, sysu_root, monkeypatch):
     """ENOSPC while streaming images (a file system without fallocate): one line, no temps, an
     earlier cache left as it was."""
-    from mvd_core.data import prepare as prep
+    from mvd_core.data import sysu as prep
 
     out = tmp_path / "cache"
     out.mkdir()
@@ -300,7 +300,7 @@ def test_stale_temp_of_a_killed_prepare_is_removed_on_the_next_start(tmp_path, s
 
 
 def test_cache_label_out_of_range_names_the_label_file(tmp_path, sysu_root):
-    from mvd_core.data.prepare import prepare_sysu
+    from mvd_core.data.sysu import prepare_sysu
 
     cache = tmp_path / "cache"
     prepare_sysu(sysu_root, cache, progress=False)
@@ -328,7 +328,7 @@ def _umask() -> int:
 def trained(tmp_path_factory, sysu_root):
     """One tiny run (2 epochs of 3 steps, uninterrupted) trained once for the module: the
     checkpoint the corrupt rows start from and the reference losses of the kill -9 row."""
-    from mvd_core.driver import train
+    from mvd_core.train.driver import train
 
     out = tmp_path_factory.mktemp("robust-runs")
     cfg = load_config("tiny", [f"data.root={sysu_root}", f"run.out={out}", "run.tag=ref",
@@ -462,7 +462,7 @@ def test_bn_counters_are_accepted_as_int64_scalars(trained, tmp_path):
 _HOLD = textwrap.dedent(
     """
     import sys, time
-    from mvd_core.rundir import RunLock
+    from mvd_core.train.rundir import RunLock
     with RunLock(sys.argv[1], resume=True):
         print("locked", flush=True)
         time.sleep(120)
@@ -565,8 +565,8 @@ def _modes(folder: Path) -> dict[str, int]:
 def test_outputs_are_0666_minus_umask_not_0600(trained, tmp_path):
     """Run outputs, converted weights (.npz, .pth, .safetensors) and synthetic data sets get the
     mode a plain open()/mkdir gives (mkstemp's 0600 / mkdtemp's 0700 used to leak through)."""
-    from mvd_core.convert import write_params
     from mvd_core.data.synth import synth_regdb
+    from mvd_core.weights.convert import write_params
 
     files, dirs = 0o666 & ~_umask(), 0o777 & ~_umask()
     for name, mode in _modes(trained).items():

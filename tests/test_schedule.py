@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mvd_core.config import OptimConfig, ScheduleConfig, load_config
-from mvd_core.schedule import lr_at
+from mvd_core.train.schedule import lr_at
 
 
 class PaperWarmupMultiStepLR:

@@ -64,12 +64,12 @@ from mvd_backends.mindspore.losses import _MVDLoss
 from mvd_backends.mindspore.network import MVDNet
 from mvd_core.config import Config
 from mvd_core.devices import cpu_threads
-from mvd_core.distributed import DistEnv, check_backend, current
 from mvd_core.errors import BackendUnavailable, CheckpointError, MvdError
 from mvd_core.interface import TAP_NAMES, Batch
 from mvd_core.model.losses import preset_weights
 from mvd_core.model.spec import check_state, init_params, model_spec
 from mvd_core.registry import check_amp, check_precision
+from mvd_core.train.distributed import DistEnv, check_backend, current
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def _mixed_precision(net: nn.Cell, amp: str) -> tuple[nn.Cell | None, object | N
 
 
 # --------------------------------------------------------------------------------------------
-# multi-process (mindspore.communication; see mvd_core.distributed)
+# multi-process (mindspore.communication; see mvd_core.train.distributed)
 # --------------------------------------------------------------------------------------------
 
 
@@ -393,7 +393,7 @@ class MindSporeBackend:
             _configure_cpu_threads(cfg.run.threads, cfg.data.workers)
         check_precision("mindspore", cfg.run.precision)
         check_amp("mindspore", cfg.run.amp, device)  # refused on the CPU (registry.AMP)
-        self.dist = current()  # multi-process job (mvd_core.distributed), or a single process
+        self.dist = current()  # multi-process job (mvd_core.train.distributed), or a single process
         check_backend(self.dist, "mindspore")
         self._world = init_distributed(self.dist) if self.dist.enabled else 1
         self._sync_bn = bool(cfg.model.sync_bn) and self._world > 1
@@ -423,7 +423,7 @@ class MindSporeBackend:
 
         params = init_params(self.spec, self.seed)
         if cfg.model.pretrain:
-            from mvd_core.pretrained import load_trunk_params
+            from mvd_core.weights.pretrained import load_trunk_params
 
             trunk = load_trunk_params(cfg.model.pretrain, cfg.model.width)
             params.update(trunk)

@@ -29,12 +29,12 @@ import torch
 
 from mvd_core.config import Config
 from mvd_core.devices import cpu_threads
-from mvd_core.distributed import DistEnv, check_backend, current
 from mvd_core.errors import BackendUnavailable, MvdError
 from mvd_core.interface import Batch
 from mvd_core.model.losses import preset_weights
 from mvd_core.model.spec import ParamSpec, check_state, descriptor_dim, init_params, model_spec
 from mvd_core.registry import check_amp, check_precision
+from mvd_core.train.distributed import DistEnv, check_backend, current
 
 from . import losses
 from .convert import torch_to_canonical
@@ -189,7 +189,7 @@ class TorchBackend:
     def __init__(self, cfg: Config, num_classes: int, device: str = "cpu", seed: int = 0) -> None:
         self.cfg = cfg
         self.num_classes = int(num_classes)
-        self.dist = current()  # multi-process job (mvd_core.distributed), or a single process
+        self.dist = current()  # multi-process job (mvd_core.train.distributed), or a single process
         check_backend(self.dist, "torch")
         self.device = _resolve_device(device)
         if self.dist.enabled and self.device.type == "cuda" and self.device.index in (None, 0):
@@ -213,7 +213,7 @@ class TorchBackend:
         self.spec: dict[str, ParamSpec] = model_spec(cfg.model, self.num_classes)
         params = init_params(self.spec, self.seed)
         if cfg.model.pretrain:
-            from mvd_core.pretrained import load_trunk_params
+            from mvd_core.weights.pretrained import load_trunk_params
 
             trunk = load_trunk_params(cfg.model.pretrain, cfg.model.width)
             unknown = [k for k in trunk if k not in self.spec]

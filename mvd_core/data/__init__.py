@@ -3,10 +3,15 @@ transforms and the prefetching loader.
 
 Modules (NumPy/Pillow/stdlib only):
 
-* :mod:`~mvd_core.data.datasets` — ``ImageSet``, ``TrainSet``, ``TestSet``; ``load_train``,
-  ``load_test``, ``carve_validation``, ``load_images`` (SYSU-MM01 raw folder and preprocessed
-  cache, RegDB);
-* :mod:`~mvd_core.data.prepare` — ``prepare_sysu`` (the four .npy files + a manifest);
+* :mod:`~mvd_core.data.base` — ``ImageSet``, ``TrainSet``, ``TestSet``, ``load_images`` (the
+  containers every reader returns);
+* :mod:`~mvd_core.data.sysu` — SYSU-MM01: the raw folder and the preprocessed cache, read
+  (``load_sysu_raw_train``, ``load_sysu_test``, ``load_sysu_cache``) and written
+  (``prepare_sysu``: the four .npy files + a manifest);
+* :mod:`~mvd_core.data.regdb` — RegDB (``load_regdb_train``, ``load_regdb_test``);
+* :mod:`~mvd_core.data.sets` — ``load_train``, ``load_test`` by ``data.dataset`` name;
+* :mod:`~mvd_core.data.splits` — ``carve_validation``;
+* :mod:`~mvd_core.data.manifest` — your own data set as a CSV;
 * :mod:`~mvd_core.data.synth` — ``synth_sysu``, ``synth_regdb`` (synthetic people, real layouts);
 * :mod:`~mvd_core.data.sampler` — ``IdentitySampler`` (``ms`` / ``pt``);
 * :mod:`~mvd_core.data.transforms` — ``TrainTransform``, ``test_images``;

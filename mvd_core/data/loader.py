@@ -8,7 +8,7 @@ function of ``(seed, epoch, step)``: whichever worker thread builds it and whene
 ``epoch(e, start_step=s)`` yields exactly the tail of ``epoch(e)`` (bit-for-bit resume). A capped
 epoch (``steps_per_epoch``) is the prefix of the full plan.
 
-Multi-process (``world`` > 1, :mod:`mvd_core.distributed`): the sampler plans ``num_ids · world``
+Multi-process (``world`` > 1, :mod:`mvd_core.train.distributed`): the sampler plans ``num_ids · world``
 identities per step from the same shared generator on every rank, and rank ``r`` takes the
 ``r``-th block of ``num_ids`` of them (disjoint within a step), augmented with
 ``np.random.default_rng([seed, e, 2, s, r])``. ``world`` = 1 is the single-process loader.
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from mvd_core.config import DataConfig
-from mvd_core.data.datasets import ImageSet, TrainSet, load_images
+from mvd_core.data.base import ImageSet, TrainSet, load_images
 from mvd_core.data.sampler import IdentitySampler
 from mvd_core.data.transforms import TrainTransform
 from mvd_core.errors import ConfigError

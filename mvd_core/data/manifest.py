@@ -124,7 +124,7 @@ def read_manifest_csv(root: str | os.PathLike[str]) -> ManifestRows:
 
 def _imageset(rows: ManifestRows, idx: np.ndarray, modality: str, labels: np.ndarray | None = None,
               images: np.ndarray | None = None):
-    from mvd_core.data.datasets import ImageSet, RowView
+    from mvd_core.data.base import ImageSet, RowView
 
     pids = rows.pids[idx]
     common = dict(pids=pids, labels=pids if labels is None else labels, cams=rows.cams[idx], modality=modality)
@@ -138,7 +138,7 @@ def load_manifest_train(root: str | os.PathLike[str], cache: str | os.PathLike[s
     """The ``train`` rows as a TrainSet (labels 0..C-1 by ascending identity). With ``size``
     (height, width), images come from an up-to-date ``mvd prepare manifest`` cache (``cache``,
     or next to the CSV) when there is one."""
-    from mvd_core.data.datasets import TrainSet
+    from mvd_core.data.base import TrainSet
 
     rows = read_manifest_csv(root)
     images = _cached_images(rows, cache, size[0], size[1], resize) if size is not None else None
@@ -167,7 +167,7 @@ def load_manifest_train(root: str | os.PathLike[str], cache: str | os.PathLike[s
 
 def load_manifest_test(root: str | os.PathLike[str], mode: str = "v2t"):
     """Query and gallery (``query``/``gallery`` rows, and ``test`` rows by modality)."""
-    from mvd_core.data.datasets import TestSet
+    from mvd_core.data.base import TestSet
 
     if mode not in ("v2t", "t2v"):
         raise DataError(f"eval.regdb_mode: expected v2t or t2v, got {mode!r}")

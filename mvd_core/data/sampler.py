@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mvd_core.data.datasets import TrainSet
+from mvd_core.data.base import TrainSet
 from mvd_core.errors import ConfigError
 
 SAMPLERS = ("ms", "pt")

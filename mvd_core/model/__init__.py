@@ -1,1 +1,1 @@
-"""Model definition shared by every backend: canonical parameter names and shapes, initial weights, loss constants."""
+"""The model every backend builds: canonical parameter names, shapes and init; loss constants."""

@@ -1,7 +1,7 @@
 """Every numerical tolerance the project uses to call two results "the same", in one table, each
 with its reason. fp32 throughout (parity runs both backends in float32 on the same device kind),
 except the fp64 arbiter of `mvd parity` (``NOISE_FLOOR``): torch in float64 judges the rows of
-the ``arbitrated`` tolerances that fail at fp32 (see mvd_core.parity.arbitrate).
+the ``arbitrated`` tolerances that fail at fp32 (see mvd_core.parity.compare.arbitrate).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ TOLERANCES: dict[str, Tolerance] = {
         "parameter KIND floors were tried and rejected: a flip in the s-trunk moves the s-VIB "
         "head's BN biases 27x their kind's torch floor.)",
     ),
-    # mixed precision (mvd_core.amp_parity: torch bf16 autocast vs torch fp32, same weights)
+    # mixed precision (mvd_core.parity.amp: torch bf16 autocast vs torch fp32, same weights)
     "amp-forward": Tolerance(
         3e-2, 0.0, "norm",
         "eval-mode taps (test feature, logits) under bf16 autocast: bf16 keeps 8 mantissa bits "

@@ -1,6 +1,6 @@
 """TensorBoard event files for a run (``<run>/tensorboard/``), written by tensorboardX — a
 framework-free writer, so both backends log the same way — as a sink of the run log
-(:class:`mvd_core.runlog.RunLog`).
+(:class:`mvd_core.train.runlog.RunLog`).
 
 Scalars, x = the global step: ``loss/<term>`` (id, tri, cml, vsd, vcd, total), ``train/lr``,
 ``train/images_per_s``, and ``eval/<kind>/<metric>`` (R1, R5, R10, R20, mAP, mINP; kind =

@@ -27,8 +27,8 @@ class RunLog:
                  tensorboard: bool = True) -> None:
         self.path = path
         self.sinks = list(sinks)
-        if tensorboard:  # event files next to the log (mvd_core.tensorboard)
-            from mvd_core.tensorboard import tensorboard_sink
+        if tensorboard:  # event files next to the log (mvd_core.train.tensorboard)
+            from mvd_core.train.tensorboard import tensorboard_sink
 
             tb = tensorboard_sink(path.parent, resume_step)
             if tb is not None:

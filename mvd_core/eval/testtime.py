@@ -5,7 +5,7 @@ observation BN features (SPEC §2). :class:`TestTimeFeatures` wraps such a backe
 per image, ``normalize(raw(x))`` or, with ``flip``, ``normalize((raw(x) + raw(mirror(x))) / 2)``
 — the mean feature of the image and its horizontal mirror, *then* the normalisation (as the
 re-id codes' flip test). It has the backend's ``extract_features`` signature, so the one
-chunked extraction loop (:func:`mvd_core.features.extract`) and the evaluation use it unchanged.
+chunked extraction loop (:func:`mvd_core.eval.features.extract`) and the evaluation use it unchanged.
 
 Normalisation = the backends' ``normalize_test_feature``: ``x / max(|x|, 1e-12)`` (torch's
 ``F.normalize``) on each of the four blocks (``part``), on the whole vector (``joint``) or not at

@@ -3,7 +3,7 @@ can be made later without the model: per trial, every valid query's AP and INP, 
 first match (as the CMC counts it), the rank of every true match, its top-K gallery items and
 the full CMC curve.
 
-Keys: ``<trial>/<field>`` with the fields of :class:`mvd_core.metrics.PerQuery` plus ``cmc``
+Keys: ``<trial>/<field>`` with the fields of :class:`mvd_core.eval.metrics.PerQuery` plus ``cmc``
 (``trial`` = the report's row label: the SYSU-MM01 seed, the RegDB split or ``val``); and
 ``name`` (the report's name). ``top`` holds rows of the test set's gallery (SYSU-MM01: of the
 whole visible test set, whatever the trial's draw).

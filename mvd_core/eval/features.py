@@ -14,9 +14,9 @@ from mvd_core.errors import MvdError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mvd_core.config import Config
-    from mvd_core.data.datasets import ImageSet, TestSet
+    from mvd_core.data.base import ImageSet, TestSet
+    from mvd_core.eval.protocols import Report
     from mvd_core.interface import Backend
-    from mvd_core.protocols import Report
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def extract(backend: Backend, imageset: ImageSet, modality: str, cfg: Config,
             progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Test features of every image of an ImageSet, streamed in chunks of ``eval.batch_size``
     (never all images in memory at once); ``progress(done, total)`` after every chunk."""
-    from mvd_core.data.datasets import load_images
+    from mvd_core.data.base import load_images
     from mvd_core.data.transforms import test_images
 
     n = len(imageset)
@@ -58,7 +58,7 @@ def evaluate_backend(backend: Backend, testset: TestSet, cfg: Config, trials: in
                      rerank: bool = False) -> Report:
     """The test set's own protocol under ``cfg.eval`` (``trials`` overrides ``eval.trials``;
     ``rerank``: k-reciprocal re-ranking)."""
-    from mvd_core.protocols import evaluate
+    from mvd_core.eval.protocols import evaluate
 
     qf, gf = testset_features(backend, testset, cfg)
     return evaluate(testset, qf, gf, cfg.eval, trials=trials, rerank=rerank)
@@ -75,8 +75,8 @@ def evaluate_backend_all(
     rerank: bool = False,
 ) -> dict[str, Report]:
     """Every requested protocol of the test set from one feature extraction (see
-    :func:`mvd_core.protocols.evaluate_all`), keyed by report name."""
-    from mvd_core.protocols import evaluate_all
+    :func:`mvd_core.eval.protocols.evaluate_all`), keyed by report name."""
+    from mvd_core.eval.protocols import evaluate_all
 
     qf, gf = testset_features(backend, testset, cfg)
     reports = evaluate_all(testset, qf, gf, cfg.eval, sysu_modes=tuple(sysu_modes), shots=tuple(shots),

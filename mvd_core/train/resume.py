@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvd_core.checkpoint import Checkpoint, load_checkpoint
 from mvd_core.config import Config, apply_overrides, from_dict, to_dict
 from mvd_core.errors import ConfigError, MvdError
+from mvd_core.weights.checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -97,13 +97,13 @@ def read_params(path: str | os.PathLike[str], kind: str = "mvd") -> dict[str, np
         raise MvdError(f"{p}: no such file")
     s = _suffix(p)
     if kind == "resnet50":
-        from mvd_core.pretrained import read_resnet50
+        from mvd_core.weights.pretrained import read_resnet50
 
         params = read_resnet50(p)
         check_resnet50(params, str(p))
         return params
     if s == ".safetensors":
-        from mvd_core.checkpoint import load_checkpoint
+        from mvd_core.weights.checkpoint import load_checkpoint
 
         params = load_checkpoint(p).params
     elif s == ".npz":

@@ -60,7 +60,7 @@ def export_model(
     """Export the run's (or checkpoint's) test-feature network as ``fmt`` to ``out``;
     ``check`` (ONNX): run the file in onnxruntime against the backend (:func:`check_onnx`)."""
     from mvd_core.api import load_backend
-    from mvd_core.tensorboard import prefer_python_protobuf
+    from mvd_core.train.tensorboard import prefer_python_protobuf
 
     prefer_python_protobuf()  # torch.onnx imports onnx (protobuf): keep MindSpore importable
     if fmt not in FORMATS:
@@ -84,7 +84,7 @@ def export_model(
 def onnx_features(path: str | os.PathLike[str], images: np.ndarray) -> np.ndarray:
     """Run an exported ONNX file on normalised float32 (N, 3, H, W) images; a fixed-batch
     file is fed in chunks of its batch (the last one zero-padded)."""
-    from mvd_core.tensorboard import prefer_python_protobuf
+    from mvd_core.train.tensorboard import prefer_python_protobuf
 
     prefer_python_protobuf()
     try:

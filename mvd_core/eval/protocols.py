@@ -10,7 +10,7 @@ Typical use by a driver::
 
 SYSU-MM01: features of the whole test set are extracted once; each trial's gallery is an index
 selection (:func:`sysu_gallery_indices`) into the visible test set, so a trial costs one column
-selection of one distance matrix and one :func:`~mvd_core.metrics.evaluate`.
+selection of one distance matrix and one :func:`~mvd_core.eval.metrics.evaluate`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 
 from mvd_core.errors import MvdError
-from mvd_core.metrics import DistanceMetric, EvalResult, distance
-from mvd_core.metrics import evaluate as evaluate_distances
+from mvd_core.eval.metrics import DistanceMetric, EvalResult, distance
+from mvd_core.eval.metrics import evaluate as evaluate_distances
 
 if TYPE_CHECKING:  # pragma: no cover
     from mvd_core.config import EvalConfig
-    from mvd_core.data.datasets import TestSet
+    from mvd_core.data.base import TestSet
 
 __all__ = [
     "SYSU_QUERY_CAMS",
@@ -112,9 +112,9 @@ def _rows(name: str, value: object) -> int:
 
 
 def _rerank(q_feats: np.ndarray, g_feats: np.ndarray, qq_sq: np.ndarray | None = None) -> np.ndarray:
-    """k-reciprocal re-ranked distances (defaults k1=20, k2=6, lambda=0.3; mvd_core.rerank);
+    """k-reciprocal re-ranked distances (defaults k1=20, k2=6, lambda=0.3; mvd_core.eval.rerank);
     ``qq_sq``: the queries' squared distances, shared by every trial."""
-    from mvd_core.rerank import k_reciprocal_rerank
+    from mvd_core.eval.rerank import k_reciprocal_rerank
 
     return k_reciprocal_rerank(q_feats, g_feats, qq_sq=qq_sq)
 
@@ -357,10 +357,10 @@ def run_sysu(
         gallery_draw: ``agw`` | ``official`` | ``seeded``, see :func:`sysu_gallery_indices`
             (with ``g_file_index`` and, for ``official``, ``perms``; :func:`sysu_draw_inputs`
             builds both from a test set).
-        metric: distance metric, see :func:`~mvd_core.metrics.distance`.
+        metric: distance metric, see :func:`~mvd_core.eval.metrics.distance`.
 
     The query x candidate-gallery distance matrix is computed once; each trial selects its
-    columns and calls :func:`~mvd_core.metrics.evaluate` with ``protocol="sysu"`` (cam-3
+    columns and calls :func:`~mvd_core.eval.metrics.evaluate` with ``protocol="sysu"`` (cam-3
     queries never see cam-2 images; CMC on the identity-de-duplicated list).
     """
     n_q = _rows("q_feats", q_feats)
@@ -386,7 +386,7 @@ def run_sysu(
         raise MvdError(f"g_cams: no image from the {mode}-search cameras")
     dist = distance(q_feats, np.asarray(g_feats)[cand], metric)
     if rerank:  # the query x query block is the same in every trial: once
-        from mvd_core.rerank import squared_distances
+        from mvd_core.eval.rerank import squared_distances
 
         qq_sq = squared_distances(q_feats, q_feats)
     rows: list[tuple[int, EvalResult]] = []
@@ -662,7 +662,7 @@ def evaluate(
     SYSU-MM01 (``testset.protocol == "sysu"``): ``cfg.sysu_mode`` / ``cfg.shot`` over
     ``trials`` (default ``cfg.trials``) gallery draws. RegDB: the test set's trial and direction
     (its query modality); a validation split (``trial`` None) is one "val" row. ``rerank``:
-    k-reciprocal re-ranking of each trial's query x gallery distances (:mod:`mvd_core.rerank`).
+    k-reciprocal re-ranking of each trial's query x gallery distances (:mod:`mvd_core.eval.rerank`).
     """
     q, g = testset.query, testset.gallery
     if _rows("q_feats", q_feats) != len(q) or _rows("g_feats", g_feats) != len(g):

@@ -23,24 +23,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mvd_core.checkpoint import Checkpoint, load_checkpoint
 from mvd_core.config import Config, apply_overrides, atomic_write_text, save_config
 from mvd_core.errors import MvdError
 from mvd_core.registry import create_backend
-from mvd_core.resume import (  # noqa: F401 - re-exported: the driver's public API
+from mvd_core.train.loop import Loop, LoopState, fmt, make_checkpoint, summary
+from mvd_core.train.resume import (  # noqa: F401 - re-exported: the driver's public API
     checkpoint_config,
     plan_resume,
     resolve_checkpoint,
     run_dir_of,
 )
-from mvd_core.rundir import RunLock, check_run_dir, check_tag
-from mvd_core.runlog import RunLog
-from mvd_core.training import Loop, LoopState, fmt, make_checkpoint, summary
+from mvd_core.train.rundir import RunLock, check_run_dir, check_tag
+from mvd_core.train.runlog import RunLog
+from mvd_core.weights.checkpoint import Checkpoint, load_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mvd_core.data.datasets import TestSet, TrainSet
+    from mvd_core.data.base import TestSet, TrainSet
+    from mvd_core.eval.protocols import Report
     from mvd_core.interface import Backend
-    from mvd_core.protocols import Report
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def _new_run_dir(cfg: Config) -> Path:
 
 def load_data(cfg: Config) -> tuple[TrainSet, TestSet | None]:
     """The training set and, with ``run.val_ids`` > 0, the validation split carved from it."""
-    from mvd_core.data.datasets import carve_validation, load_train
+    from mvd_core.data.sets import load_train
+    from mvd_core.data.splits import carve_validation
 
     train_set = load_train(cfg.data)
     if cfg.run.val_ids > 0:
@@ -128,14 +129,14 @@ def train(
 
     A resumed run keeps its own config; ``overrides`` (``section.key=value``), ``recipe`` (an
     explicit ``--config``) and ``device`` are the user's explicit choices, checked by
-    :func:`mvd_core.resume.plan_resume`. For a fresh run ``overrides`` apply on ``cfg``.
+    :func:`mvd_core.train.resume.plan_resume`. For a fresh run ``overrides`` apply on ``cfg``.
     ``max_epochs`` stops after that epoch as an interruption would (the schedule stays the full
     ``schedule.epochs`` one); resume continues from there.
     """
     from mvd_core.data.loader import TrainLoader
-    from mvd_core.distributed import NullLock, current
+    from mvd_core.train.distributed import NullLock, current
 
-    dist = current()  # multi-process (mvd_core.distributed): rank 0 alone writes the run folder
+    dist = current()  # multi-process (mvd_core.train.distributed): rank 0 alone writes the run folder
     main = dist.is_main
     ckpt: Checkpoint | None = None
     if resume is not None:
@@ -186,7 +187,7 @@ def train(
         loop = Loop(backend, cfg, loader, runlog, ck_dir, val_set, on_step, is_main=main)
         loop.run(state, stop)
         if main and not loop.last_path.exists():  # a resumed run with nothing left to train
-            from mvd_core.checkpoint import save_checkpoint
+            from mvd_core.weights.checkpoint import save_checkpoint
 
             save_checkpoint(loop.last_path, make_checkpoint(backend, cfg, state))
         report = None
@@ -215,8 +216,8 @@ def train(
 
 def final_evaluation(backend: Backend, cfg: Config, run_dir: Path, runlog: RunLog, state: LoopState) -> Report:
     """The full test protocol of the run's data set (``report.{json,txt}`` in the run folder)."""
-    from mvd_core.data.datasets import load_test
-    from mvd_core.features import evaluate_backend
+    from mvd_core.data.sets import load_test
+    from mvd_core.eval.features import evaluate_backend
 
     test_set = load_test(cfg.data, cfg.eval.regdb_mode)
     report = evaluate_backend(backend, test_set, cfg)
@@ -229,8 +230,8 @@ def final_evaluation(backend: Backend, cfg: Config, run_dir: Path, runlog: RunLo
 
 def write_report(report: Report, folder: Path, stem: str) -> Path:
     """``<folder>/<stem>.json`` and ``.txt`` (atomically), and the per-query data in
-    ``<stem>.npz`` (:mod:`mvd_core.evaldata`); returns the JSON path."""
-    from mvd_core.evaldata import write_eval_npz
+    ``<stem>.npz`` (:mod:`mvd_core.eval.evaldata`); returns the JSON path."""
+    from mvd_core.eval.evaldata import write_eval_npz
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}.json"
@@ -279,11 +280,11 @@ def evaluate_checkpoint(
     evaluates on MindSpore and vice versa). SYSU-MM01: ``sysu_modes`` (default all and indoor)
     × ``shots``; RegDB: the run's trial (or ``data.trial`` overridden), ``regdb_modes``.
     ``flip``: test features = the mean raw feature of each image and its mirror, then the
-    normalisation (:mod:`mvd_core.testtime`); ``rerank``: k-reciprocal re-ranking.
+    normalisation (:mod:`mvd_core.eval.testtime`); ``rerank``: k-reciprocal re-ranking.
     """
-    from mvd_core.data.datasets import load_test
+    from mvd_core.data.sets import load_test
     from mvd_core.devices import normalize_device
-    from mvd_core.features import evaluate_backend_all
+    from mvd_core.eval.features import evaluate_backend_all
 
     ck_path = resolve_checkpoint(checkpoint)
     ckpt = read_model_file(ck_path)
@@ -307,7 +308,7 @@ def evaluate_checkpoint(
     dev = normalize_device(run.backend, device if device is not None else run.device)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(run, device=dev))
     if flip:
-        from mvd_core.testtime import TestTimeFeatures, raw_feature_config
+        from mvd_core.eval.testtime import TestTimeFeatures, raw_feature_config
 
         raw = create_backend(raw_feature_config(cfg), _num_classes(ckpt.params, ck_path))
         raw.load_state(ckpt.params, strict=True)
@@ -334,7 +335,7 @@ def read_model_file(path: Path) -> Checkpoint:
     ``mvd convert`` writes (``.npz``, torch ``.pth``/``.pt``, MindSpore ``.ckpt``)."""
     if path.suffix == ".safetensors":
         return load_checkpoint(path)
-    from mvd_core.convert import read_params
+    from mvd_core.weights.convert import read_params
 
     return Checkpoint(params=read_params(path, "mvd"), meta={"source": str(path)})
 

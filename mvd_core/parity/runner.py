@@ -8,7 +8,7 @@ the same seeded NumPy inputs and show, side by side, that they compute the same 
 4. test features of a small synthetic test set and the resulting CMC / mAP / mINP.
 
 Dropout is switched off (``model.dropout=0``): the two frameworks cannot draw the same masks.
-Tolerances come from :mod:`mvd_core.tolerances`. Framework-free: backends come from the registry.
+Tolerances come from :mod:`mvd_core.parity.tolerances`. Framework-free: backends come from the registry.
 
 The fp64 arbiter (``arbiter=True``, the default): a third model, torch in float64 from the
 reference's weights, gets the same gradient, step and feature calls. The rows after the first
@@ -42,29 +42,21 @@ and 8–9 % — a check on those weights measures the rounding, not the implemen
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mvd_core.config import Config, replace
 from mvd_core.devices import normalize_device
-from mvd_core.interface import TAP_NAMES, THERMAL, VISIBLE, Batch
+from mvd_core.interface import TAP_NAMES, Batch
+from mvd_core.parity.compare import arbitrate, compare, floor_group, near_zero, noise_floor
+from mvd_core.parity.inputs import RESIDUAL_GAIN, make_batch, make_test_set
+from mvd_core.parity.report import ParityReport
+from mvd_core.parity.tolerances import GRAD_ZERO, NOISE_FLOOR, NOISE_FLOOR_STEPS, TOLERANCES
 from mvd_core.registry import create_backend
-from mvd_core.schedule import lr_at
-from mvd_core.tolerances import (
-    ARBITER,
-    GRAD_ZERO,
-    NOISE_FLOOR,
-    NOISE_FLOOR_STEPS,
-    TOLERANCES,
-    ZERO_REL,
-    Tolerance,
-)
+from mvd_core.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
 
@@ -83,289 +75,6 @@ LOSS_CASES: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Row:
-    section: str
-    name: str
-    max_abs: float
-    rel: float
-    cosine: float
-    tolerance: str
-    passed: bool
-    #: noise-floor sections with the fp64 arbiter on: ||cand − fp64|| / ||fp64|| of this row,
-    #: the section's fp32 noise floor (max over its rows of rel(reference, fp64)) and the
-    #: arbiter's bound max(tolerance rtol, K_NOISE × floor); None elsewhere
-    exact_rel: float | None = None
-    floor: float | None = None
-    bound: float | None = None
-    #: True when the row failed its fp32 tolerance and passed by the fp64 arbiter
-    via_arbiter: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def note(self) -> str:
-        """The arbiter's verdict, for the table ("" when the arbiter did not judge this row)."""
-        if self.exact_rel is None or self.floor is None or self.bound is None:
-            return ""
-        if self.passed and not self.via_arbiter:
-            return ""
-        k, t = TOLERANCES[ARBITER[self.tolerance]].rtol, TOLERANCES[self.tolerance]
-        own = t.atol if t.kind == "abs" else t.rtol
-        rule = f"{k:g}x{self.floor:.2g}" if self.bound > own else f"{self.bound:.2g}"
-        return f"fp64: {self.exact_rel:.2g} {'<=' if self.exact_rel <= self.bound else '>'} {rule}"
-
-
-def rel_err(a: Any, b: Any) -> float:
-    """||a − b|| / ||b|| (float64; inf when not finite or the shapes differ)."""
-    x = np.asarray(a, dtype=np.float64).ravel()
-    y = np.asarray(b, dtype=np.float64).ravel()
-    if x.shape != y.shape or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        return np.inf
-    nd, ny = float(np.linalg.norm(x - y)), float(np.linalg.norm(y))
-    return nd / ny if ny > 0 else (0.0 if nd == 0 else np.inf)
-
-
-def arbiter_error(a: Any, b: Any, tol_name: str) -> float:
-    """The arbiter's distance of ``a`` from the fp64 value ``b`` in the units of tolerance
-    ``tol_name``'s governing part: relative (||a − b|| / ||b||) for "norm"/"allclose",
-    absolute (max |a − b|) for "abs"."""
-    if TOLERANCES[tol_name].kind != "abs":
-        return rel_err(a, b)
-    x = np.asarray(a, dtype=np.float64).ravel()
-    y = np.asarray(b, dtype=np.float64).ravel()
-    if x.shape != y.shape or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        return np.inf
-    return float(np.max(np.abs(x - y))) if x.size else 0.0
-
-
-def noise_floor(reference: dict[str, Any], exact: dict[str, Any], tol_name: str) -> tuple[float, str]:
-    """The fp32 noise floor of a section: the largest arbiter_error(reference, fp64) over its
-    rows, and the row it is reached on. Rows whose fp64 value is so small that the tolerance's
-    absolute part governs them (||fp64|| * rtol < atol), and rows that are ~0 against their own
-    layer (:func:`near_zero`: e.g. the gradient of a bias followed by BatchNorm, 0 in exact
-    arithmetic) have no meaningful relative error and are left out."""
-    tol = TOLERANCES[tol_name]
-    floor, where = 0.0, ""
-    zero = near_zero(exact) if tol_name == "grad" else {}
-    for name, e in exact.items():
-        if tol.kind != "abs" and float(np.linalg.norm(np.asarray(e, np.float64))) * tol.rtol < tol.atol:
-            continue
-        if name in zero:
-            continue
-        r = arbiter_error(reference[name], e, tol_name)
-        if r > floor or not where:
-            floor, where = r, name
-    return floor, where
-
-
-def arbitrate(row: Row, candidate: Any, exact: Any, floor: float) -> Row:
-    """The fp64 arbiter (tolerance ``noise-floor``): a row of a noise-floor section that fails
-    its fp32 comparison passes iff the candidate is no further from the float64 model than
-    ``K_NOISE`` × the fp32 reference is, at worst, in this section of this run:
-    error(candidate, fp64) <= max(tolerance rtol (atol for "abs"), K_NOISE × floor). Rows that
-    pass fp32 stay passed; the fp64 numbers are recorded on every row."""
-    tol = TOLERANCES[row.tolerance]
-    if not tol.arbitrated:
-        raise ValueError(f"tolerance {row.tolerance!r} is not one the fp64 arbiter may relax")
-    e = arbiter_error(candidate, exact, row.tolerance)
-    own = tol.atol if tol.kind == "abs" else tol.rtol
-    bound = max(own, TOLERANCES[ARBITER[row.tolerance]].rtol * floor)
-    rescued = not row.passed and bool(np.isfinite(e)) and e <= bound
-    return dataclasses.replace(
-        row, exact_rel=e, floor=floor, bound=bound, passed=row.passed or rescued, via_arbiter=rescued
-    )
-
-
-def floor_group(name: str) -> str:
-    """The params section's two noise-floor groups: "buffers" (BatchNorm running statistics:
-    moved by the forward statistics only, their fp32 noise is ~100x smaller) and "parameters"
-    (moved by Adam, which turns rounding in ~0 gradients into lr-sized steps)."""
-    return "buffers" if name.endswith(("running_mean", "running_var")) else "parameters"
-
-
-def layer_scales(values: dict[str, Any]) -> dict[str, float]:
-    """The L2 norm of each layer's tensors together ({module path: norm}; a tensor's module is
-    its name without the last component: ``v.vib.encoder.3`` for ``v.vib.encoder.3.bias``)."""
-    sq: dict[str, float] = {}
-    for name, v in values.items():
-        module = name.rpartition(".")[0]
-        sq[module] = sq.get(module, 0.0) + float(np.sum(np.square(np.asarray(v, np.float64))))
-    return {m: float(np.sqrt(x)) for m, x in sq.items()}
-
-
-def near_zero(values: dict[str, Any], rel: float = ZERO_REL) -> dict[str, float]:
-    """Tensors that are ~0 against their own layer: ||v|| <= ``rel`` × the layer's norm (e.g. the
-    gradient of a bias that feeds a train-mode BatchNorm: 0 in exact arithmetic, fp32 rounding
-    in practice). Returns {name: the layer's norm} for each such tensor."""
-    scales = layer_scales(values)
-    out: dict[str, float] = {}
-    for name, v in values.items():
-        scale = scales[name.rpartition(".")[0]]
-        if scale > 0 and float(np.linalg.norm(np.asarray(v, np.float64))) <= rel * scale:
-            out[name] = scale
-    return out
-
-
-def compare(section: str, name: str, a: Any, b: Any, tol_name: str,
-            scale: float | None = None) -> Row:
-    """Compare ``a`` (candidate) with ``b`` (reference) under tolerance ``tol_name``; for the
-    "scale" kind (``GRAD_ZERO``) ``scale`` is the layer norm the difference is measured against:
-    ||a − b|| <= rtol × scale."""
-    tol: Tolerance = TOLERANCES[tol_name]
-    x = np.asarray(a, dtype=np.float64).ravel()
-    y = np.asarray(b, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        return Row(section, f"{name} (shape {np.shape(a)} vs {np.shape(b)})", np.inf, np.inf, 0.0, tol_name, False)
-    if x.size == 0:
-        return Row(section, name, 0.0, 0.0, 1.0, tol_name, True)
-    d = np.abs(x - y)
-    finite = bool(np.all(np.isfinite(x)) and np.all(np.isfinite(y)))
-    max_abs = float(d.max()) if finite else np.inf
-    ny = float(np.linalg.norm(y))
-    nd = float(np.linalg.norm(x - y)) if finite else np.inf
-    rel = nd / ny if ny > 0 else (0.0 if nd == 0 else np.inf)
-    nx = float(np.linalg.norm(x))
-    cosine = float(x @ y / (nx * ny)) if nx > 0 and ny > 0 else (1.0 if nx == ny else 0.0)
-    if not finite:
-        ok = False
-    elif tol.kind == "allclose":
-        ok = bool(np.all(d <= tol.atol + tol.rtol * np.abs(y)))
-    elif tol.kind == "norm":
-        ok = nd <= tol.atol + tol.rtol * ny
-    elif tol.kind == "scale":
-        if scale is None:
-            raise ValueError(f"tolerance {tol_name!r} needs the layer scale")
-        ok = nd <= tol.atol + tol.rtol * scale
-    else:  # abs
-        ok = max_abs <= tol.atol
-    return Row(section, name, max_abs, rel, cosine, tol_name, ok)
-
-
-@dataclass
-class ParityReport:
-    backends: tuple[str, str]
-    settings: dict[str, Any]
-    rows: list[Row] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.rows) and all(r.passed for r in self.rows)
-
-    def failures(self) -> list[Row]:
-        return [r for r in self.rows if not r.passed]
-
-    def summary_rows(self, per_section_limit: int = 1) -> list[Row]:
-        """Rows for the console: every row of small sections; for the per-parameter sections
-        (grad/, params/) one aggregate row (the worst) plus every failing parameter."""
-        out: list[Row] = []
-        groups: dict[str, list[Row]] = {}
-        for r in self.rows:
-            groups.setdefault(r.section, []).append(r)
-        for rows in groups.values():
-            if len(rows) <= 40:
-                out.extend(rows)
-                continue
-            worst = max(rows, key=lambda r: (not r.passed, r.rel))
-            n_fail = sum(not r.passed for r in rows)
-            out.append(dataclasses.replace(
-                worst, name=f"worst of {len(rows)}: {worst.name}" + (f" ({n_fail} failing)" if n_fail else "")))
-            arb = [r for r in rows if r.via_arbiter and r.bound]
-            if arb:  # the arbiter's narrowest margin
-                tight = max(arb, key=lambda r: (r.exact_rel or 0.0) / (r.bound or 1.0))
-                if tight is not worst:
-                    out.append(dataclasses.replace(tight, name=f"tightest fp64: {tight.name}"))
-            out.extend(r for r in rows if not r.passed and r is not worst)
-        return out
-
-    def to_table(self) -> str:
-        head = f"{'section':<22} {'name':<44} {'max|Δ|':>10} {'rel err':>10} {'cosine':>10} {'tolerance':>18} pass"
-        arbiter = self.settings.get("arbiter")
-        lines = [
-            f"parity: {self.backends[0]} (candidate) vs {self.backends[1]} (reference); fp64 arbiter: "
-            + (f"{arbiter} (noise-floor sections: a row failing fp32 passes iff rel(candidate, fp64) "
-               f"<= max(rtol, K x floor), K = {TOLERANCES[NOISE_FLOOR].rtol:g} for gradients, "
-               f"{TOLERANCES[NOISE_FLOOR_STEPS].rtol:g} after the steps)" if arbiter else "off"),
-            head, "-" * len(head)]
-        for r in self.summary_rows():
-            t = TOLERANCES[r.tolerance]
-            tol = f"{r.tolerance} " + (f"{t.atol:g}" if t.kind == "abs" else f"{t.rtol:g}/{t.atol:g}")
-            lines.append(
-                f"{r.section:<22} {r.name[:44]:<44} {r.max_abs:>10.3g} {r.rel:>10.3g} {r.cosine:>10.6f} "
-                f"{tol:>18} {'ok' if r.passed else 'FAIL'}" + (f"  {r.note()}" if r.note() else "")
-            )
-        n_fail = len(self.failures())
-        lines.append("-" * len(head))
-        groups = self.settings.get("noise_floor_groups", {})
-        for sec, (floor, where) in self.settings.get("noise_floor", {}).items():
-            n_arb = sum(r.via_arbiter for r in self.rows if r.section == sec)
-            if sec in groups:
-                where = ", ".join(f"{g} {f:.3g} ({w})" for g, (f, w) in groups[sec].items())
-            lines.append(f"fp32 noise floor, {sec}: {floor:.3g} ({where}); {n_arb} rows passed by the fp64 arbiter")
-        n_arb = sum(r.via_arbiter for r in self.rows)
-        lines.append(
-            f"{len(self.rows)} comparisons, {n_fail} failed"
-            + (f", {n_arb} passed by the fp64 arbiter" if n_arb else "") + ": "
-            + ("PASS" if self.passed else "FAIL")
-        )
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backends": list(self.backends),
-            "settings": self.settings,
-            "passed": self.passed,
-            "tolerances": {k: dataclasses.asdict(v) for k, v in TOLERANCES.items()},
-            "rows": [r.to_dict() for r in self.rows],
-        }
-
-    def write_json(self, path: str | os.PathLike[str]) -> Path:
-        from mvd_core.config import atomic_write_text
-
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=float))
-        return Path(path)
-
-
-# --------------------------------------------------------------------------- inputs
-
-#: initial residual-branch gain (``model.residual_gain``) of the seeded parity weights
-RESIDUAL_GAIN = 0.1
-
-
-def make_batch(rng: np.random.Generator, cfg: Config, batch: int, num_classes: int) -> Batch:
-    """A seeded batch laid out as the sampler lays it out: ids × pos visible, then thermal."""
-    if batch < 8 or batch % 4:
-        raise ValueError(f"batch: expected a multiple of 4, at least 8, got {batch}")
-    pos = 2
-    ids = batch // (2 * pos)
-    if ids > num_classes:
-        raise ValueError(f"batch: {ids} identities per batch but only {num_classes} classes")
-    chosen = rng.choice(num_classes, ids, replace=False)
-    labels = np.concatenate([np.repeat(chosen, pos), np.repeat(chosen, pos)]).astype(np.int64)
-    modality = np.concatenate([np.full(ids * pos, VISIBLE), np.full(ids * pos, THERMAL)]).astype(np.int64)
-    images = rng.standard_normal((batch, 3, cfg.data.height, cfg.data.width), dtype=np.float32)
-    # thermal samples look like thermal images: one channel repeated
-    images[modality == THERMAL] = images[modality == THERMAL][:, :1].repeat(3, axis=1)
-    return Batch(images=images, labels=labels, modality=modality)
-
-
-def make_test_set(rng: np.random.Generator, cfg: Config, ids: int = 8, per_id: int = 4):
-    """Identity-structured images (a per-identity template plus noise) so that features
-    cluster by identity and the metrics are meaningful; returns (q_imgs, q_pids, g_imgs, g_pids)."""
-    h, w = cfg.data.height, cfg.data.width
-    templates = rng.standard_normal((ids, 3, h, w), dtype=np.float32)
-    pids = np.repeat(np.arange(ids), per_id)
-
-    def draw() -> np.ndarray:
-        return (templates[pids] + 0.6 * rng.standard_normal((len(pids), 3, h, w), dtype=np.float32)).astype(np.float32)
-
-    q = draw()
-    q = q[:, :1].repeat(3, axis=1)  # thermal-like queries
-    return q, pids, draw(), pids.copy()
-
-
-# --------------------------------------------------------------------------- the run
-
 def _num_classes(params: dict[str, np.ndarray] | None, default: int) -> int:
     if params is None:
         return default
@@ -373,7 +82,7 @@ def _num_classes(params: dict[str, np.ndarray] | None, default: int) -> int:
 
 
 def _load_weights(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    from mvd_core.checkpoint import load_checkpoint
+    from mvd_core.weights.checkpoint import load_checkpoint
 
     return load_checkpoint(path).params
 
@@ -550,7 +259,7 @@ def run_parity(
                 split_buffers=True)
 
     # 4. features and metrics on a small synthetic test set
-    from mvd_core.metrics import distance, evaluate
+    from mvd_core.eval.metrics import distance, evaluate
 
     q, qp, g, gp = make_test_set(rng, cfg)
     qc, gcf = cand.extract_features(q, "thermal"), cand.extract_features(g, "visible")

@@ -154,7 +154,7 @@ def _reports(run_dir: Path) -> list[tuple[str, dict[str, Any], Path]]:
 
 
 def _evaluation(reports: list[tuple[str, dict[str, Any], Path]]) -> str:
-    from mvd_core.evaldata import read_eval_npz
+    from mvd_core.eval.evaldata import read_eval_npz
 
     if not reports:
         return "<p class=note>no evaluation report in this run folder</p>"
@@ -198,9 +198,9 @@ def _evaluation(reports: list[tuple[str, dict[str, Any], Path]]) -> str:
 
 def _examples(run_dir: Path, cfg: Any) -> str:
     """Ranked lists of the best and worst queries of the final report's first trial."""
-    from mvd_core.data.datasets import load_test
-    from mvd_core.evaldata import read_eval_npz
-    from mvd_core.rankviz import image_of, ranked_list_picture
+    from mvd_core.data.sets import load_test
+    from mvd_core.eval.evaldata import read_eval_npz
+    from mvd_core.eval.rankviz import image_of, ranked_list_picture
 
     npz = run_dir / "report.npz"
     if not npz.exists() or cfg is None:

@@ -2,8 +2,8 @@
 
 The cross-framework parity (:mod:`mvd_core.parity`) holds fp32 against fp32 to ~1e-4; bf16 has
 an 8-bit mantissa (relative rounding 2^-9 ≈ 2e-3 per value) and cannot meet those tolerances,
-so this section has its own, ``amp-*`` in :data:`mvd_core.tolerances.TOLERANCES`, each with
-its reason. Sections (one report, :class:`mvd_core.parity.ParityReport`):
+so this section has its own, ``amp-*`` in :data:`mvd_core.parity.tolerances.TOLERANCES`, each with
+its reason. Sections (one report, :class:`mvd_core.parity.report.ParityReport`):
 
 * ``amp-forward``: eval-mode taps (the test feature and the four observations' logits);
 * ``amp-loss``: every loss term in train mode on one batch, no update;
@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from mvd_core.config import Config, replace
-from mvd_core.parity import ParityReport, compare, make_batch
+from mvd_core.parity.compare import compare
+from mvd_core.parity.inputs import make_batch
+from mvd_core.parity.report import ParityReport
 from mvd_core.registry import create_backend
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The loop only trains: it draws batches from the loader, calls ``Backend.train_step``, logs each
 step, and at each epoch's end asks the policies whether to evaluate and checkpoint. Loading data,
-building the backend and the run folder are the driver's job (:mod:`mvd_core.driver`).
+building the backend and the run folder are the driver's job (:mod:`mvd_core.train.driver`).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mvd_core import __version__
-from mvd_core.checkpoint import Checkpoint, save_checkpoint
 from mvd_core.config import Config, to_dict
 from mvd_core.errors import MvdError
-from mvd_core.runlog import ConsoleProgress, RunLog
-from mvd_core.schedule import lr_at
+from mvd_core.train.runlog import ConsoleProgress, RunLog
+from mvd_core.train.schedule import lr_at
+from mvd_core.weights.checkpoint import Checkpoint, save_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mvd_core.data.datasets import TestSet
+    from mvd_core.data.base import TestSet
     from mvd_core.data.loader import TrainLoader
     from mvd_core.interface import Backend
 
@@ -103,7 +103,7 @@ class Loop:
     ckpt_dir: Path
     val_set: TestSet | None = None
     on_step: Callable[[dict[str, float]], None] | None = None
-    #: multi-process: only rank 0 checkpoints and evaluates (mvd_core.distributed)
+    #: multi-process: only rank 0 checkpoints and evaluates (mvd_core.train.distributed)
     is_main: bool = True
 
     @property
@@ -162,8 +162,8 @@ class Loop:
                 close()
 
     def evaluate(self, kind: str, state: LoopState) -> None:
-        from mvd_core.data.datasets import load_test
-        from mvd_core.features import evaluate_backend
+        from mvd_core.data.sets import load_test
+        from mvd_core.eval.features import evaluate_backend
 
         cfg = self.cfg
         if kind == "val":

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, protocols, re-ranking, test-time augmentation, features and reports."""

@@ -1,0 +1,1 @@
+"""Cross-framework parity: tolerances, comparison, report, the `mvd parity` runner, AMP check."""

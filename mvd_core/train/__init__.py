@@ -1,0 +1,1 @@
+"""Training: driver, epoch loop, resume, run folder, logs, schedule, several processes."""

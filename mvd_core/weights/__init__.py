@@ -1,0 +1,1 @@
+"""Weights: checkpoints, conversion between frameworks, pretrained trunks and export."""
