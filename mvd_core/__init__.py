@@ -1,6 +1,6 @@
 """mvd_core: the framework-free half of mvd (data, sampling, metrics, configs, driver).
 
-Subpackages by layer: ``model`` (canonical parameters, init, loss constants), ``data`` (readers,
+Subpackages by layer: ``model`` (canonical parameters, init, the losses), ``data`` (readers,
 synthetic data, sampling, transforms, loader), ``train`` (driver, loop, run folder, logs),
 ``eval`` (metrics, protocols, reports), ``weights`` (checkpoints, conversion, pretrained,
 export), ``parity`` (cross-framework comparison); config, interface, registry, io, devices,

@@ -1,1 +1,1 @@
-"""The model every backend builds: canonical parameter names, shapes and init; loss constants."""
+"""The model every backend builds: canonical parameter names, shapes and init; the losses."""
