@@ -95,6 +95,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     width: Annotated[int, Range(ge=1)] = 64  # ResNet-50 base channel count (64 = the real ResNet-50)
+    # bottleneck blocks per ResNet stage: (3,4,6,3) ResNet-50, (3,4,23,3) ResNet-101, (3,8,36,3)
+    # ResNet-152 (torchvision weights of that depth load into it); tests shrink it to (2,1,1,1)
+    blocks: Annotated[tuple[int, int, int, int], Range(ge=1)] = (3, 4, 6, 3)
     last_stride: Annotated[int, Range(ge=1, le=2)] = 2  # layer4 stride (pt: 1)
     cam: bool = False  # channel attention before layer2/3/4 (pt: true)
     bnneck_bias: bool = True  # BN-neck beta trainable (pt: false, frozen at 0)

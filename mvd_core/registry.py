@@ -132,7 +132,7 @@ HONOURED: dict[str, str] = {
         "pad", "resize", "erasing", "flip_p", "grayscale_p", "erasing_p", "trial", "workers",
         "prefetch", "synthetic")},
     **{f"model.{k}": "backends" for k in (
-        "width", "last_stride", "cam", "bnneck_bias", "vib_hidden", "vib_dim", "vib_cls_hidden",
+        "width", "blocks", "last_stride", "cam", "bnneck_bias", "vib_hidden", "vib_dim", "vib_cls_hidden",
         "dropout", "residual_gain", "feat_norm", "pretrain", "head_init", "bn3_eps",
         "bn3_momentum")},
     "model.sync_bn": "backends",

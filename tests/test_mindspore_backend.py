@@ -33,7 +33,7 @@ def _cfg(root, out, tag, *extra):
         [
             f"data.root={root}", f"run.out={out}", f"run.tag={tag}", "run.backend=mindspore",
             "run.device=CPU", "data.num_ids=4", "data.num_pos=2", "data.workers=1",
-            "model.width=4", "schedule.epochs=3", "schedule.steps_per_epoch=3",
+            "model.width=4", "model.blocks=[2,1,1,1]", "schedule.epochs=3", "schedule.steps_per_epoch=3",
             "schedule.warmup=1", "schedule.start_decay=2", "schedule.end_decay=3",
             "eval.trials=2", "eval.batch_size=64", *extra,
         ],
@@ -77,7 +77,7 @@ def cli_run(sysu_root, tmp_path_factory):
         "--ms-mode", "pynative", "--dataset", "SYSU", "--data-path", str(sysu_root),
         "--ckpt", "ms-cli", "--out", str(out), "--epochs", "1", "--warmup-steps", "1",
         "--loss-func", "id+tri+kldiv",
-        "--set", "model.width=4", "--set", "schedule.steps_per_epoch=2", "--set", "eval.trials=1",
+        "--set", "model.width=4", "--set", "model.blocks=[2,1,1,1]", "--set", "schedule.steps_per_epoch=2", "--set", "eval.trials=1",
     ])
     assert r.exit_code == 0, r.output
     return out / "ms-cli"

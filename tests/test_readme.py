@@ -49,14 +49,14 @@ def commands() -> list[tuple[str, bool]]:
     return out
 
 
-def _resnet50(path: Path, width: int) -> Path:
+def _resnet50(path: Path, width: int, stages: tuple[int, ...]) -> Path:
     import torch
 
     from mvd_core.model.spec import trunk_spec
 
     rng = torch.Generator().manual_seed(0)
     state = {k: (torch.rand(shape, generator=rng) * 0.1 if len(shape) else torch.tensor(0))
-             for k, shape in ((k, tuple(v.shape)) for k, v in trunk_spec(width).items())}
+             for k, shape in ((k, tuple(v.shape)) for k, v in trunk_spec(width, blocks=stages).items())}
     for k in list(state):
         if k.endswith("running_var"):
             state[k] = state[k] + 1.0
@@ -93,7 +93,7 @@ def test_readme_commands_and_python_examples_run_as_written(tmp_path):
     env = {
         "/data/SYSU-MM01": str(tmp_path / "SYSU-MM01"),
         "/data/RegDB": str(tmp_path / "RegDB"),
-        "resnet50.pth": str(_resnet50(tmp_path / "resnet50.pth", 2)),
+        "resnet50.pth": str(_resnet50(tmp_path / "resnet50.pth", 2, (2, 1, 1, 1))),
     }
     sub_env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOG_v": "3"}
     for line, ok in cmds:

@@ -20,7 +20,7 @@ from mvd_core.weights.checkpoint import load_checkpoint
 pytestmark = pytest.mark.torch
 runner = CliRunner()
 
-SHRINK = ["model.width=2", "model.vib_hidden=[16,16]", "model.vib_dim=16", "model.vib_cls_hidden=16",
+SHRINK = ["model.width=2", "model.blocks=[2,1,1,1]", "model.vib_hidden=[16,16]", "model.vib_dim=16", "model.vib_cls_hidden=16",
           "data.height=64", "data.width=32", "data.num_ids=2", "data.num_pos=2", "data.workers=1",
           "schedule.steps_per_epoch=1", "eval.trials=1", "eval.every=0"]
 

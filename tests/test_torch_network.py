@@ -218,7 +218,8 @@ def test_tap_shapes_small(recipe: str) -> None:
 
 
 def functional_resnet50(
-    sd: dict[str, torch.Tensor], x: torch.Tensor, last_stride: int, bn3_eps: float = 1e-5
+    sd: dict[str, torch.Tensor], x: torch.Tensor, last_stride: int, bn3_eps: float = 1e-5,
+    blocks: tuple[int, ...] = (3, 4, 6, 3),
 ) -> torch.Tensor:
     """torchvision v1.5 ResNet-50 (eval-mode BN) from a name → tensor dict, written with
     torch.nn.functional only: the layer4 map."""
@@ -236,7 +237,7 @@ def functional_resnet50(
 
     x = F.relu(bn(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), "bn1"))
     x = F.max_pool2d(x, 3, 2, 1)
-    for li, (n, stride) in enumerate(zip((3, 4, 6, 3), (1, 2, 2, last_stride), strict=True), 1):
+    for li, (n, stride) in enumerate(zip(blocks, (1, 2, 2, last_stride), strict=True), 1):
         for bi in range(n):
             p = f"layer{li}.{bi}"
             s = stride if bi == 0 else 1
@@ -249,11 +250,11 @@ def functional_resnet50(
     return x
 
 
-def random_trunk(width: int, seed: int) -> dict[str, torch.Tensor]:
+def random_trunk(width: int, seed: int, blocks: tuple[int, ...] = (3, 4, 6, 3)) -> dict[str, torch.Tensor]:
     """torchvision-named ResNet-50 weights with non-trivial BN statistics."""
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for k, s in trunk_spec(width).items():
+    for k, s in trunk_spec(width, blocks=blocks).items():
         if k.endswith("running_var"):
             out[k] = 0.5 + torch.rand(s.shape, generator=g)
         elif k.endswith(".weight") and len(s.shape) == 1:
@@ -266,17 +267,22 @@ def random_trunk(width: int, seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("last_stride, bn3_eps", [(1, 1e-5), (2, 1e-3)])
-def test_trunk_matches_functional_resnet50(last_stride: int, bn3_eps: float) -> None:
-    cfg = small("mvd-ms", last_stride=last_stride, cam=False, bn3_eps=bn3_eps)
+@pytest.mark.parametrize("last_stride, bn3_eps, blocks", [
+    (1, 1e-5, (3, 4, 6, 3)), (2, 1e-3, (3, 4, 6, 3)),  # ResNet-50
+    (2, 1e-5, (2, 1, 1, 1)),  # the tests' shrunk trunk
+    (1, 1e-5, (3, 4, 23, 3)),  # ResNet-101
+])
+def test_trunk_matches_functional_resnet50(last_stride: int, bn3_eps: float, blocks) -> None:
+    cfg = small("mvd-ms", last_stride=last_stride, cam=False, bn3_eps=bn3_eps, blocks=blocks)
     br = Branch(cfg, C).eval()
-    sd = random_trunk(8, 1)
+    assert state_names(br.trunk) == list(trunk_spec(8, blocks=blocks))
+    sd = random_trunk(8, 1, blocks)
     missing, unexpected = br.trunk.load_state_dict(sd, strict=False)
     assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         got = br.feature_map(x)
-        want = functional_resnet50(sd, x, last_stride, bn3_eps)
+        want = functional_resnet50(sd, x, last_stride, bn3_eps, blocks)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -421,12 +427,12 @@ class _TVBottleneck(nn.Module):
 class TorchvisionStyleResNet50(nn.Module):
     """Only the parameter layout of torchvision's resnet50 (names incl. fc), at width w."""
 
-    def __init__(self, w: int, classes: int = 1000) -> None:
+    def __init__(self, w: int, classes: int = 1000, blocks: tuple[int, ...] = (3, 4, 6, 3)) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, w, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(w)
         cin = w
-        for li, n in enumerate((3, 4, 6, 3), 1):
+        for li, n in enumerate(blocks, 1):
             planes = w * 2 ** (li - 1)
             blocks = [
                 _TVBottleneck(cin if b == 0 else planes * 4, planes, 1, b == 0) for b in range(n)
@@ -513,3 +519,21 @@ def test_read_torchvision_resnet50_wrong_width_and_bad_files(tmp_path: Path, tv_
     junk.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="cannot read"):
         read_torchvision_resnet50(junk)
+
+
+def test_a_resnet101_file_loads_into_a_resnet101_model_and_not_into_resnet50(tmp_path: Path) -> None:
+    """model.blocks: a file is read at its own depth, then checked against the model's."""
+    from mvd_core.errors import MvdError
+    from mvd_core.weights.pretrained import load_trunk_params
+
+    path = tmp_path / "r101.pth"
+    torch.save(TorchvisionStyleResNet50(4, blocks=(3, 4, 23, 3)).state_dict(), path)
+    assert list(read_torchvision_resnet50(path)) == list(trunk_spec(4, blocks=(3, 4, 23, 3)))
+    trunks = load_trunk_params(path, 4, (3, 4, 23, 3))
+    cfg = dataclasses.replace(small("mvd-ms", width=4, blocks=(3, 4, 23, 3)), pretrain=str(path))
+    net = MVDNet(cfg, C)
+    got = {k: v for k, v in net.state_dict().items() if k.startswith("i.trunk.")}
+    assert set(got) - {k for k in got if k.endswith("num_batches_tracked")} == {
+        k for k in trunks if k.startswith("i.trunk.")}
+    with pytest.raises(MvdError, match=r"unexpected: layer3\.6\."):
+        load_trunk_params(path, 4)  # a ResNet-50 model

@@ -425,7 +425,7 @@ class MindSporeBackend:
         if cfg.model.pretrain:
             from mvd_core.weights.pretrained import load_trunk_params
 
-            trunk = load_trunk_params(cfg.model.pretrain, cfg.model.width)
+            trunk = load_trunk_params(cfg.model.pretrain, cfg.model.width, cfg.model.blocks)
             params.update(trunk)
             log.info("loaded pretrained trunks from %s", cfg.model.pretrain)
         self.load_state(params, strict=True)

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mvd_core.model.spec import trunk_spec
+from mvd_core.model.spec import trunk_blocks, trunk_spec
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,13 @@ def read_mindspore_resnet50(
         if conv1 is None or conv1.ndim != 4:
             raise ValueError(f"{path}: not a ResNet-50 checkpoint: missing: conv1.weight")
         width = int(conv1.shape[0])
-    spec = trunk_spec(width)
+    names = []
+    for key in raw:
+        try:
+            names.append(canonical_name(key))
+        except KeyError:
+            pass
+    spec = trunk_spec(width, blocks=trunk_blocks(names))  # the file's own depth
     out: dict[str, np.ndarray] = {}
     unexpected: list[str] = []
     for key, value in raw.items():

@@ -103,11 +103,13 @@ class _MaxPoolSym(nn.Cell):
 
 
 class ResNet50Trunk(nn.Cell):
-    """A torchvision ResNet-50 without avgpool/fc, base width ``width``, torchvision names."""
+    """A torchvision ResNet without avgpool/fc, base width ``width``, ``blocks`` bottlenecks per
+    stage (ResNet-50 by default), torchvision names."""
 
     def __init__(
         self, width: int, last_stride: int,
         bn3_eps: float = BN_EPS, bn3_momentum: float = BN_MOMENTUM,
+        blocks: tuple[int, ...] = BLOCKS,
     ) -> None:
         super().__init__()
         self.conv1 = _conv(3, width, 7, 2, 3)
@@ -116,7 +118,7 @@ class ResNet50Trunk(nn.Cell):
         self.maxpool = _MaxPoolSym()
         inplanes = width
         layers = []
-        for li, nblocks in enumerate(BLOCKS, start=1):
+        for li, nblocks in enumerate(blocks, start=1):
             planes = width * 2 ** (li - 1)
             stride = 1 if li == 1 else (last_stride if li == 4 else 2)
             blocks = []
@@ -188,7 +190,7 @@ class Branch(nn.Cell):
         super().__init__()
         fd = feat_dim(cfg)
         self.use_cam = cfg.cam
-        self.trunk = ResNet50Trunk(cfg.width, cfg.last_stride, cfg.bn3_eps, cfg.bn3_momentum)
+        self.trunk = ResNet50Trunk(cfg.width, cfg.last_stride, cfg.bn3_eps, cfg.bn3_momentum, cfg.blocks)
         if cfg.cam:
             self.cam2 = ChannelAttention()
             self.cam3 = ChannelAttention()

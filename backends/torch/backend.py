@@ -215,7 +215,7 @@ class TorchBackend:
         if cfg.model.pretrain:
             from mvd_core.weights.pretrained import load_trunk_params
 
-            trunk = load_trunk_params(cfg.model.pretrain, cfg.model.width)
+            trunk = load_trunk_params(cfg.model.pretrain, cfg.model.width, cfg.model.blocks)
             unknown = [k for k in trunk if k not in self.spec]
             if unknown:
                 raise MvdError(f"{cfg.model.pretrain}: not trunk parameters: {unknown[:5]}")

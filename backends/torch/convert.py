@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mvd_core.model.spec import trunk_spec
+from mvd_core.model.spec import trunk_blocks, trunk_spec
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def read_torchvision_resnet50(
     if width is None:
         conv1 = sd.get("conv1.weight", sd.get("module.conv1.weight"))
         width = int(conv1.shape[0]) if isinstance(conv1, torch.Tensor) and conv1.ndim == 4 else 64
-    spec = trunk_spec(width)
+    # the file's own depth (ResNet-50, -101, ...): the caller checks it against the model's
+    spec = trunk_spec(width, blocks=trunk_blocks(k.removeprefix("module.") for k in sd))
     out: dict[str, np.ndarray] = {}
     unexpected: list[str] = []
     for key, value in sd.items():

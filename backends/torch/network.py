@@ -72,11 +72,13 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50Trunk(nn.Module):
-    """torchvision-layout ResNet-50 without ``avgpool``/``fc``, base width ``width``."""
+    """torchvision-layout ResNet without ``avgpool``/``fc``, base width ``width``, ``blocks``
+    bottlenecks per stage (ResNet-50 by default)."""
 
     def __init__(
         self, width: int = 64, last_stride: int = 2,
         bn3_eps: float = BN_EPS, bn3_momentum: float = BN_MOMENTUM,
+        blocks: tuple[int, ...] = BLOCKS,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
@@ -85,7 +87,7 @@ class ResNet50Trunk(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         inplanes = width
         strides = (1, 2, 2, last_stride)
-        for li, (nblocks, stride) in enumerate(zip(BLOCKS, strides, strict=True), start=1):
+        for li, (nblocks, stride) in enumerate(zip(blocks, strides, strict=True), start=1):
             planes = width * 2 ** (li - 1)
             blocks = []
             for bi in range(nblocks):
@@ -181,7 +183,7 @@ class Branch(nn.Module):
         super().__init__()
         fd = feat_dim(cfg)
         self.use_cam = cfg.cam
-        self.trunk = ResNet50Trunk(cfg.width, cfg.last_stride, cfg.bn3_eps, cfg.bn3_momentum)
+        self.trunk = ResNet50Trunk(cfg.width, cfg.last_stride, cfg.bn3_eps, cfg.bn3_momentum, cfg.blocks)
         if cfg.cam:
             self.cam2 = ChannelAttention()
             self.cam3 = ChannelAttention()

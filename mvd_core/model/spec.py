@@ -23,7 +23,7 @@ import numpy as np
 from mvd_core.config import ModelConfig
 
 BRANCHES = ("v", "i", "s")
-BLOCKS = (3, 4, 6, 3)  # ResNet-50
+BLOCKS = (3, 4, 6, 3)  # ResNet-50 (the default model.blocks)
 EXPANSION = 4
 BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 BN_EPS = 1e-5
@@ -92,14 +92,17 @@ def _linear(
     out[f"{prefix}.bias"] = ParamSpec((co,), bias_init, True, False, group, ci)
 
 
-def trunk_spec(width: int = 64, residual_gain: float = 1.0) -> dict[str, ParamSpec]:
-    """A torchvision ResNet-50 (without fc), torchvision names, at base width ``width``.
-    Every bottleneck's ``bn3.weight`` is initialised to the model's ``residual_gain``."""
+def trunk_spec(
+    width: int = 64, residual_gain: float = 1.0, blocks: tuple[int, ...] = BLOCKS,
+) -> dict[str, ParamSpec]:
+    """A torchvision ResNet (without fc; ResNet-50 by default), torchvision names, at base width
+    ``width`` with ``blocks`` bottlenecks per stage. Every bottleneck's ``bn3.weight`` is
+    initialised to the model's ``residual_gain``."""
     out: dict[str, ParamSpec] = {}
     _conv(out, "conv1.weight", width, 3, 7)
     _bn(out, "bn1", width, "trunk")
     inplanes = width
-    for li, nblocks in enumerate(BLOCKS, start=1):
+    for li, nblocks in enumerate(blocks, start=1):
         planes = width * 2 ** (li - 1)
         for bi in range(nblocks):
             p = f"layer{li}.{bi}"
@@ -109,11 +112,24 @@ def trunk_spec(width: int = 64, residual_gain: float = 1.0) -> dict[str, ParamSp
             _bn(out, f"{p}.bn2", planes, "trunk")
             _conv(out, f"{p}.conv3.weight", planes * EXPANSION, planes, 1)
             _bn(out, f"{p}.bn3", planes * EXPANSION, "trunk", gamma=residual_gain)
-            if bi == 0:  # every ResNet-50 stage starts with a projection shortcut
+            if bi == 0:  # every ResNet stage starts with a projection shortcut
                 _conv(out, f"{p}.downsample.0.weight", planes * EXPANSION, inplanes, 1)
                 _bn(out, f"{p}.downsample.1", planes * EXPANSION, "trunk")
             inplanes = planes * EXPANSION
     return out
+
+
+def trunk_blocks(names) -> tuple[int, int, int, int]:
+    """Bottleneck blocks per stage that a torchvision-named ResNet trunk's parameter names show
+    (at least 1 each, so that an absent stage is reported missing), so that a file of any depth
+    is checked against its own spec."""
+    counts = [1, 1, 1, 1]
+    for k in names:
+        parts = k.split(".")
+        if len(parts) > 2 and parts[0] in ("layer1", "layer2", "layer3", "layer4") and parts[1].isdigit():
+            li = int(parts[0][-1]) - 1
+            counts[li] = max(counts[li], int(parts[1]) + 1)
+    return tuple(counts)  # type: ignore[return-value]
 
 
 def model_spec(cfg: ModelConfig, num_classes: int) -> dict[str, ParamSpec]:
@@ -136,7 +152,7 @@ def model_spec(cfg: ModelConfig, num_classes: int) -> dict[str, ParamSpec]:
     enc_w = KAIMING_OUT_LINEAR if pt else LINEAR_U  # PT: weights_init_kaiming on the encoder
     enc_bn = NORMAL_1_002 if pt else ""
     cls_w = NORMAL_001 if pt else LINEAR_U  # PT: weights_init_classifier on the VIB classifier
-    trunk = trunk_spec(cfg.width, cfg.residual_gain)
+    trunk = trunk_spec(cfg.width, cfg.residual_gain, cfg.blocks)
     for b in BRANCHES:
         for name, spec in trunk.items():
             out[f"{b}.trunk.{name}"] = spec

@@ -26,7 +26,7 @@ import numpy as np
 from mvd_core.config import ModelConfig
 from mvd_core.errors import MvdError
 from mvd_core.io import atomic_path, atomic_write_bytes
-from mvd_core.model.spec import check_state, model_spec, trunk_spec
+from mvd_core.model.spec import check_state, model_spec, trunk_blocks, trunk_spec
 
 KINDS = ("mvd", "resnet50")
 _FRAMEWORK = {
@@ -54,7 +54,7 @@ def _converter(path: Path):
 
 
 def infer_model_config(params: dict[str, np.ndarray], source: str = "weights") -> tuple[ModelConfig, int]:
-    """The architecture (width, CAM, VIB sizes) and class count a canonical state implies."""
+    """The architecture (width, depth, CAM, VIB sizes) and class count a canonical state implies."""
     try:
         width = int(params["v.trunk.conv1.weight"].shape[0])
         classes = int(params["v.classifier.weight"].shape[0])
@@ -62,10 +62,12 @@ def infer_model_config(params: dict[str, np.ndarray], source: str = "weights") -
         h2 = int(params["v.vib.encoder.3.weight"].shape[0])
         z = int(params["v.vib.encoder.6.weight"].shape[0])
         hc = int(params["v.vib.classifier.0.weight"].shape[0])
+        blocks = trunk_blocks(k.removeprefix("v.trunk.") for k in params if k.startswith("v.trunk."))
     except KeyError as e:
         raise MvdError(f"{source}: not an MVD model: missing: {e.args[0]}") from None
     cfg = ModelConfig(
-        width=width, cam="v.cam2.gamma" in params, vib_hidden=(h1, h2), vib_dim=z, vib_cls_hidden=hc
+        width=width, blocks=blocks, cam="v.cam2.gamma" in params, vib_hidden=(h1, h2), vib_dim=z,
+        vib_cls_hidden=hc,
     )
     return cfg, classes
 
@@ -82,8 +84,10 @@ def check_resnet50(params: dict[str, np.ndarray], source: str) -> None:
     conv1 = params.get("conv1.weight")
     if conv1 is None or np.ndim(conv1) != 4:
         raise MvdError(f"{source}: not a ResNet-50: missing: conv1.weight")
+    blocks = trunk_blocks(params)
     try:
-        check_state(params, trunk_spec(int(conv1.shape[0])), f"{source} (ResNet-50)")
+        check_state(params, trunk_spec(int(conv1.shape[0]), blocks=blocks),
+                    f"{source} (ResNet, blocks {list(blocks)})")
     except ValueError as e:
         raise MvdError(str(e)) from None
 

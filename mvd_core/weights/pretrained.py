@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mvd_core.errors import MvdError
-from mvd_core.model.spec import BRANCHES, check_state, trunk_spec
+from mvd_core.model.spec import BLOCKS, BRANCHES, check_state, trunk_spec
 
 _FRAMEWORK_READERS = {
     ".pth": ("mvd_backends.torch.convert", "read_torchvision_resnet50", "mvd[torch]"),
@@ -84,11 +84,15 @@ def read_resnet50(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return clean_resnet50_names(raw)
 
 
-def load_trunk_params(path: str | os.PathLike[str], width: int = 64) -> dict[str, np.ndarray]:
-    """The file's ResNet-50 weights as canonical MVD names for the v, i and s trunks."""
+def load_trunk_params(
+    path: str | os.PathLike[str], width: int = 64, blocks: tuple[int, ...] = BLOCKS,
+) -> dict[str, np.ndarray]:
+    """The file's ResNet weights (ResNet-50: ``blocks`` (3, 4, 6, 3)) as canonical MVD names
+    for the v, i and s trunks, checked against the model's width and depth."""
     params = read_resnet50(path)
     try:
-        check_state(params, trunk_spec(width), f"{path} (ResNet-50, width {width})")
+        check_state(params, trunk_spec(width, blocks=blocks),
+                    f"{path} (ResNet, width {width}, blocks {list(blocks)})")
     except ValueError as e:
         raise MvdError(str(e)) from None
     return {f"{b}.trunk.{k}": v for b in BRANCHES for k, v in params.items()}
