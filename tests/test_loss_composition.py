@@ -210,3 +210,21 @@ def test_mindspore_loss_cell_is_the_shared_composition(monkeypatch: pytest.Monke
     host = L._MVDLoss(cfg, host_stop=True)
     host(outs, labels, modality)
     assert spy.prims[-1].kl_div is L.kl_div and spy.prims[-1].sinkhorn_cost is not L.sinkhorn_cost
+
+
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.torch),
+                                     pytest.param("mindspore", marks=pytest.mark.mindspore)])
+def test_backend_supplies_every_primitive_with_the_protocols_parameters(backend: str) -> None:
+    import importlib
+    import inspect
+
+    os.environ.setdefault("MVD_MS_THREADS", "1")
+    pytest.importorskip(backend)
+    module = importlib.import_module(f"mvd_backends.{backend}.losses")
+    names = [n for n, f in vars(shared.LossPrimitives).items()
+             if inspect.isfunction(f) and not n.startswith("_")]
+    assert sorted(names) == ["batch_hard_triplet", "cross_entropy", "kl_div", "ranked_list_loss",
+                             "sinkhorn_cost", "softmax"]
+    for name in names:
+        want = list(inspect.signature(getattr(shared.LossPrimitives, name)).parameters)[1:]
+        assert list(inspect.signature(getattr(module, name)).parameters) == want, name
