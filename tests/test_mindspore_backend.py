@@ -113,7 +113,7 @@ def test_graph_and_pynative_modes_compute_the_same_model():
     mode, eager in PyNative; the training step is the same two compiled blocks in both, and the
     driver test trains it): the same weights give the same taps, loss terms and features (the
     last evaluation chunk padded to the compiled shape in graph mode)."""
-    be = {m: MindSporeBackend(load_config("tiny", ["model.width=4", "eval.batch_size=8",
+    be = {m: MindSporeBackend(load_config("tiny", ["model.width=4", "model.blocks=[2,1,1,1]", "eval.batch_size=8",
                                                    "model.dropout=0", f"run.ms_mode={m}"]),
                               C, "CPU", 3)
           for m in ("graph", "pynative")}

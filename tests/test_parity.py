@@ -248,7 +248,7 @@ def test_parity_sweep(batch: int, steps: int, seed: int):
     from mvd_core.config import load_config
     from mvd_core.parity.runner import run_parity
 
-    cfg = load_config("tiny")
+    cfg = load_config("tiny", ["model.blocks=[2,1,1,1]"])  # the fixtures run the full depth
     rep = run_parity(cfg, batch=batch, steps=steps, seed=seed, loss_cases=())
     bad = [f"{r.section} {r.name} rel {r.rel:.3g} {r.note()}" for r in rep.failures()]
     assert rep.passed, "\n".join(bad)
