@@ -29,6 +29,7 @@ def parity(
     residual_gain: Annotated[float, typer.Option("--residual-gain", help="Seeded weights only: initial gamma of every bottleneck's last BatchNorm (model.residual_gain; at 1.0 the train-mode trunk amplifies fp32 rounding beyond every tolerance).")] = 0.1,
     no_fp64_arbiter: Annotated[bool, typer.Option("--no-fp64-arbiter", help="Judge every row by its fp32 tolerance alone (no torch float64 run; the trunk gradients/parameters then fail on fp32 ReLU sign flips).")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every comparison as JSON.")] = None,
+    onnx: Annotated[Optional[str], typer.Option("--onnx", help="A third contender: export this backend's (torch or mindspore) test-feature network to ONNX after the steps and compare onnxruntime's features with it and with the reference.")] = None,
 ) -> None:
     """Run both backends on the same weights and inputs; print name, max |Δ|, relative error,
     cosine, tolerance, pass for every tap, loss, gradient, parameter and metric. Exit 1 on any
@@ -44,7 +45,7 @@ def parity(
     report = run_parity(
         cfg, weights=weights, batch=batch, steps=steps, seed=seed,
         backends=("mindspore", "torch"), devices=(ms_device, torch_device), perturb=perturb,
-        residual_gain=residual_gain, arbiter=not no_fp64_arbiter,
+        residual_gain=residual_gain, arbiter=not no_fp64_arbiter, onnx=onnx,
     )
     typer.echo(report.to_table())
     if json_out is not None:

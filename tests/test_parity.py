@@ -59,7 +59,9 @@ def tiny_parity(request, tmp_path_factory):
 def _run_parity(param: tuple[str, int], tmp_path_factory) -> tuple:
     mode, seed = param
     out = tmp_path_factory.mktemp("parity") / f"parity-{mode}.json"
+    # PyNative adds MindSpore's ONNX export as a third contender (mvd parity --onnx)
     r = runner.invoke(app, ["parity", "--config", "tiny", "--ms-mode", mode, "--seed", str(seed),
+                            *(["--onnx", "mindspore"] if mode == "pynative" else []),
                             "--json", str(out)])
     assert r.exit_code in (0, 1), r.output
     return mode, r, json.loads(out.read_text())
@@ -81,7 +83,12 @@ def test_parity_tiny_agrees_where_rounding_cannot_flip(tiny_parity):
     assert data["settings"]["ms_mode"] == mode
     assert data["settings"]["residual_gain"] == 0.1
     rows = data["rows"]
-    assert {row["section"].split("/")[0] for row in rows} == SECTIONS
+    assert {row["section"].split("/")[0] for row in rows} == SECTIONS | (
+        {"export"} if mode == "pynative" else set())
+    if mode == "pynative":  # the ONNX file reproduces its exporter, without the arbiter
+        export = [row for row in rows if row["section"] == "export/onnx (mindspore)"]
+        assert len(export) == 2 and all(row["passed"] and row["max_abs"] <= 1e-5 for row in export)
+        assert any(row["section"] == "features/onnx (mindspore)" for row in rows)
     checked = [row for row in rows if _flip_free(row)]
     # 34 taps, 17 loss terms (3 loss cases), 1 step loss, 60 head gradients
     assert len(checked) >= 34 + 17 + 1 + 60
@@ -134,6 +141,7 @@ def test_parity_tiny_arbiter_rows_carry_their_fp64_numbers(tiny_parity):
 
 def test_parity_fails_when_weights_are_perturbed(tmp_path):
     r = runner.invoke(app, ["parity", "--config", "tiny", "--perturb", "1e-2", "--steps", "1",
+                            "--set", "model.blocks=[2,1,1,1]", "--onnx", "mindspore",
                             "--json", str(tmp_path / "p.json")])
     assert r.exit_code == 1, r.output
     data = json.loads((tmp_path / "p.json").read_text())
@@ -152,6 +160,12 @@ def test_parity_fails_when_weights_are_perturbed(tmp_path):
         assert trunk and not any(row["via_arbiter"] for row in trunk), sec
         assert sum(not row["passed"] for row in trunk) > 0.9 * len(trunk), sec
     assert {"features"} <= {row["section"] for row in failed}
+    # the perturbed MindSpore model's ONNX export reproduces its exporter (the perturbation
+    # included) and so fails against the reference as the candidate does
+    assert data["settings"]["onnx"] == "mindspore"
+    export = [row for row in data["rows"] if row["section"] == "export/onnx (mindspore)"]
+    assert len(export) == 2 and all(row["passed"] for row in export)
+    assert {"features/onnx (mindspore)"} <= {row["section"] for row in failed}
 
 
 def test_compare_rules():

@@ -44,12 +44,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mvd_core.config import Config, replace
 from mvd_core.devices import normalize_device
+from mvd_core.errors import MvdError
 from mvd_core.interface import TAP_NAMES, Batch
 from mvd_core.parity.compare import arbitrate, compare, floor_group, near_zero, noise_floor
 from mvd_core.parity.inputs import RESIDUAL_GAIN, make_batch, make_test_set
@@ -94,6 +96,19 @@ def _build(cfg: Config, name: str, device: str, num_classes: int, params: dict[s
     return b
 
 
+def _onnx_features(net, cfg: Config, q: np.ndarray, g: np.ndarray) -> dict[str, np.ndarray]:
+    """``net`` exported to a temporary ONNX file (at the query batch: MindSpore's ONNX has a fixed
+    batch), run by onnxruntime on the query and gallery images."""
+    import tempfile
+
+    from mvd_core.weights.export import export_backend, onnx_features
+
+    with tempfile.TemporaryDirectory(prefix="mvd-parity-") as tmp:
+        path = export_backend(net, "onnx", Path(tmp) / "model.onnx", cfg.data.height,
+                              cfg.data.width, len(q))
+        return {"query": onnx_features(path, q), "gallery": onnx_features(path, g)}
+
+
 def run_parity(
     cfg: Config,
     *,
@@ -108,6 +123,7 @@ def run_parity(
     loss_cases: tuple[tuple[str, dict[str, Any]], ...] = LOSS_CASES,
     residual_gain: float | None = RESIDUAL_GAIN,
     arbiter: bool = True,
+    onnx: str | None = None,
 ) -> ParityReport:
     """Compare ``backends[0]`` (candidate) against ``backends[1]`` (reference).
 
@@ -118,7 +134,14 @@ def run_parity(
     ``arbiter``: also run torch in float64 (``run.precision=fp64``) from the reference's weights
     on the same calls, and let it judge the rows of the noise-floor sections (grad, params,
     features) that fail their fp32 tolerance (see :func:`arbitrate`).
+
+    ``onnx``: one of ``backends`` — after the steps, export that backend's test-feature network
+    to ONNX and run it in onnxruntime on the test images: a third contender, judged against its
+    exporter ("export" tolerance) and, exported by the candidate, against the reference as the
+    candidate's own features are ("features", arbitrated).
     """
+    if onnx is not None and onnx not in backends:
+        raise MvdError(f"--onnx {onnx!r}: expected one of the compared backends ({', '.join(backends)})")
     cfg = replace(cfg, model={"dropout": 0.0})
     if weights is None and residual_gain is not None:
         cfg = replace(cfg, model={"residual_gain": float(residual_gain)})
@@ -270,6 +293,15 @@ def run_parity(
         fn = {"query": noise.extract_features(q, "thermal"), "gallery": noise.extract_features(g, "visible")}
     add_section("features", ["query", "gallery"], {"query": qc, "gallery": gcf},
                 {"query": qr, "gallery": grf}, fe, "features", fn)
+    if onnx is not None:
+        of = _onnx_features(cand if onnx == cand_name else ref, cfg, q, g)
+        own = {"query": qc, "gallery": gcf} if onnx == cand_name else {"query": qr, "gallery": grf}
+        report.settings["onnx"] = onnx
+        for n in ("query", "gallery"):
+            add(compare(f"export/onnx ({onnx})", f"{n} vs {onnx}", of[n], own[n], "export"))
+        if onnx == cand_name:
+            add_section(f"features/onnx ({onnx})", ["query", "gallery"], of,
+                        {"query": qr, "gallery": grf}, fe, "features", fn)
     cams_q, cams_g = np.full(len(qp), 2), np.full(len(gp), 1)
 
     def metrics(qf: np.ndarray, gf: np.ndarray) -> dict[str, float]:

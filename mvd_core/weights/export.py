@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 
 from mvd_core.errors import MvdError
+from mvd_core.parity.tolerances import TOLERANCES
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "mindir")
-#: |onnxruntime - backend| bound on the L2-normalised features (float32 arithmetic, reordered)
-CHECK_ATOL = 1e-5
+#: |onnxruntime - backend| bound on the L2-normalised features (the tolerance table's "export")
+CHECK_ATOL = TOLERANCES["export"].atol
 _SUFFIX = {"onnx": ".onnx", "mindir": ".mindir"}
 
 
@@ -70,8 +71,7 @@ def export_model(
     if batch is not None and batch < 1:
         raise MvdError(f"--batch {batch}: expected a positive batch size")
     net, cfg, path = load_backend(run_or_file, backend, device, config, overrides)
-    module = importlib.import_module(f"mvd_backends.{cfg.run.backend}.export")
-    written = getattr(module, f"export_{fmt}")(net, out, cfg.data.height, cfg.data.width, batch)
+    written = export_backend(net, fmt, out, cfg.data.height, cfg.data.width, batch)
     log.info("exported %s (%s backend) to %s", path, cfg.run.backend, written)
     if check:
         if fmt != "onnx":
@@ -79,6 +79,13 @@ def export_model(
         err = check_onnx(written, net, cfg.data.height, cfg.data.width, n=batch or 8)
         log.info("onnxruntime vs the %s backend: max |diff| %.3g (<= %g)", cfg.run.backend, err, CHECK_ATOL)
     return Path(written)
+
+
+def export_backend(net: Any, fmt: str, out: str | os.PathLike[str], height: int, width: int,
+                   batch: int | None = None) -> Path:
+    """Write ``net``'s (a built backend's) test-feature network as ``fmt`` to ``out``."""
+    module = importlib.import_module(f"mvd_backends.{net.name}.export")
+    return Path(getattr(module, f"export_{fmt}")(net, out, height, width, batch))
 
 
 def onnx_features(path: str | os.PathLike[str], images: np.ndarray) -> np.ndarray:
