@@ -12,7 +12,7 @@ One `mvd parity --config tiny` run per MindSpore mode (a module fixture) serves 
   single ReLU inputs within fp32 rounding of 0 (~1 per batch and framework; one flip moves a
   whole trunk's gradients by 0.3-1 %, torch fp32 against torch fp64 too). Those rows may pass by
   the fp64 arbiter: MindSpore no further from torch float64 than K_NOISE x torch fp32's own
-  distance from it in that section (mvd_core/parity/tolerances.py, "noise-floor");
+  distance from it in that section (docs/tolerances.md, "noise-floor");
 - every row the arbiter passed carries its fp64 numbers and meets its bound.
 """
 
@@ -50,7 +50,7 @@ _RUNS: dict[tuple[str, int], tuple] = {}
 @pytest.fixture(scope="module", params=[("pynative", 0), ("graph", 2)], ids=["pynative", "graph"])
 def tiny_parity(request, tmp_path_factory):
     # graph mode runs seed 2: the point where MindSpore flips during the steps and torch fp32
-    # barely (the arbiter's hardest measured case, mvd_core/parity/tolerances.py noise-floor-steps)
+    # barely (the arbiter's hardest measured case, docs/tolerances.md, noise-floor-steps)
     if request.param not in _RUNS:
         _RUNS[request.param] = _run_parity(request.param, tmp_path_factory)
     return _RUNS[request.param]
@@ -153,7 +153,7 @@ def test_parity_fails_when_weights_are_perturbed(tmp_path):
     assert any(row["section"] == "grad" and ".vib." in row["name"] for row in failed)
     # nor the trunk: perturbed trunk gradients/parameters stay failures with the arbiter on
     # (after ONE step; after 5 the parameters' floor, set by BN biases that start at 0, is 0.14
-    # and the arbiter passes most perturbed trunk parameters -- mvd_core/parity/tolerances.py, params)
+    # and the arbiter passes most perturbed trunk parameters -- docs/tolerances.md, params)
     for sec in ("grad", "params"):
         trunk = [row for row in data["rows"]
                  if row["section"].startswith(sec) and ".trunk." in row["name"]]

@@ -168,7 +168,7 @@ def run_parity(
         exact = _build(c64, "torch", devices[1] if ref_name == "torch" else "cpu", C, params)
         # a second fp32 noise sample: the reference on every batch in another sample order --
         # the same mathematics (every loss and BatchNorm statistic is order-invariant), other
-        # summation orders, so other ReLU flips (tolerances.py, noise-floor)
+        # summation orders, so other ReLU flips (docs/tolerances.md, noise-floor)
         noise = _build(cfg, ref_name, devices[1], C, params)
     perm_rng = np.random.default_rng((seed, 2))
     report = ParityReport(
