@@ -38,6 +38,37 @@ def test_demo_recipe_is_mvd_with_distillation() -> None:
     assert D.demo_config(Path("x")).eval.trials == 10 and D.demo_config(Path("x")).eval.sysu_mode == "all"
 
 
+CPUINFO = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R)\nflags\t\t: fpu sse2 avx512f {}\nbugs\t\t: spectre_v1\n"
+
+
+@pytest.mark.parametrize(("flags", "want"), [("avx512_bf16 amx_tile amx_bf16 amx_int8", True),
+                                             ("avx512_bf16 amx_tile", False), ("amx_bf16x", False)])
+def test_cpu_has_amx_bf16_reads_the_flags(tmp_path, flags, want) -> None:
+    f = tmp_path / "cpuinfo"
+    f.write_text(CPUINFO.format(flags))
+    assert D.cpu_has_amx_bf16(f) is want
+    assert D.cpu_has_amx_bf16(tmp_path / "absent") is False
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_demo_speeds_up_torch_on_the_cpu_only(monkeypatch, amx) -> None:
+    monkeypatch.setattr(D, "cpu_has_amx_bf16", lambda: amx)
+    cfg = D.demo_config(Path("x"))
+    assert (cfg.run.amp, cfg.run.channels_last) == ("bf16" if amx else "none", True)
+    assert D.precision_note(cfg) == ("bf16 autocast, channels_last" if amx else "fp32, channels_last")
+    # an explicit setting wins
+    cfg = D.demo_config(Path("x"), overrides=["run.amp=none", "run.channels_last=false"])
+    assert (cfg.run.amp, cfg.run.channels_last) == ("none", False) and D.precision_note(cfg) == "fp32"
+    # MindSpore (refuses both on the CPU) and CUDA get the recipe as it is
+    from mvd_core.registry import check_support
+
+    for backend, device in (("mindspore", "cpu"), ("torch", "cuda")):
+        cfg = D.demo_config(Path("x"), backend, device)
+        assert (cfg.run.amp, cfg.run.channels_last) == ("none", False), backend
+    check_support(D.demo_config(Path("x"), "mindspore", "cpu"), "CPU")
+    assert load_config("demo").run.amp == "none" and not load_config("demo").run.channels_last
+
+
 def test_demo_evaluates_untrained_and_trained(demo_run) -> None:
     out, res = demo_run
     assert res.test_ids == MINI.test_ids and res.chance_rank1 == pytest.approx(100 / MINI.test_ids)
@@ -50,6 +81,9 @@ def test_demo_evaluates_untrained_and_trained(demo_run) -> None:
     assert doc["trained"]["mAP"] == pytest.approx(res.report.mean["mAP"], abs=0.006)
     assert doc["untrained"]["R1"] == pytest.approx(res.untrained.mean["R1"], abs=0.006)
     assert doc["test_ids"] == MINI.test_ids and doc["preset"] == "id+tri+kldiv"
+    assert doc["precision"] == D.precision_note(res.cfg)
+    run_cfg = yaml.safe_load((res.run_dir / "config.yaml").read_text())["run"]
+    assert (run_cfg["amp"], run_cfg["channels_last"]) == (res.cfg.run.amp, res.cfg.run.channels_last)
     assert set(doc["baselines"]) == set(D.BASELINES)
     # the untrained network is the run's seeded starting point: evaluating it again agrees
     from mvd_core.data.sets import load_test, load_train
@@ -66,7 +100,8 @@ def test_summary_names_the_comparisons(demo_run) -> None:
     _, res = demo_run
     text = D.summary(res)
     for word in ("id+tri+kldiv", "chance", "untrained network", "trained network", "colour histogram",
-                 "raw pixels", "x chance", "time", str(res.run_dir), f"{res.steps} steps"):
+                 "raw pixels", "x chance", "time", str(res.run_dir), f"{res.steps} steps",
+                 f"({D.precision_note(res.cfg)})"):
         assert word in text, word
     r1 = res.report.mean["R1"]
     assert f"{r1 / res.chance_rank1:.0f}x chance" in text
