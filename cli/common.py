@@ -18,29 +18,49 @@ from mvd_core.errors import MvdError
 log = logging.getLogger("mvd")
 
 
-class BackendName(str, enum.Enum):
-    torch = "torch"
-    mindspore = "mindspore"
+@functools.cache
+def choice_enum(key: str) -> type[enum.Enum]:
+    """A str Enum of the config choice ``section.key``: its values are the config field's
+    :class:`~mvd_core.config.Choice` (the one schema), so a new choice is a new CLI value."""
+    from mvd_core.config import field_choice
+
+    name = "".join(w.capitalize() for w in key.partition(".")[2].split("_"))
+    return enum.Enum(name, [(v, v) for v in field_choice(key).values], type=str)  # type: ignore[return-value]
 
 
-class MsMode(str, enum.Enum):
-    graph = "graph"
-    pynative = "pynative"
+def choice_help(key: str, more: str = "", default: str = "the recipe's") -> str:
+    """The option help of the config choice ``section.key``: its field's doc, the default,
+    then ``more``."""
+    from mvd_core.config import field_choice
+
+    text = field_choice(key).doc + (f" (default: {default})" if default else "") + "."
+    return f"{text} {more}" if more else text
 
 
-BackendOpt = Annotated[
-    Optional[BackendName],
-    typer.Option("--backend", "-b", help="Framework: torch | mindspore (default: the recipe's)."),
-]
-DeviceOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--device",
-        "-d",
-        help="CPU | GPU | Ascend (MindSpore names) or cpu | cuda | cuda:N (torch names); "
-        "GPU and cuda are the same device.",
-    ),
-]
+def choice_option(key: str, *flags: str, more: str = "", default: str = "the recipe's", **kw: Any) -> Any:
+    """``Annotated[Optional[<the choice's Enum>], typer.Option(*flags, help=...)]``."""
+    return Annotated[Optional[choice_enum(key)],
+                     typer.Option(*flags, help=choice_help(key, more, default), **kw)]
+
+
+def amp_support() -> str:
+    """What each backend's devices train in (the backend table): for the --amp help."""
+    from mvd_core.registry import BACKENDS
+
+    return "; ".join(f"{f.name}: " + ", ".join(f"{d.name} {'|'.join(d.amp)}" for d in f.devices)
+                     for f in BACKENDS.values())
+
+
+def device_help(more: str = "") -> str:
+    from mvd_core.devices import accepted_devices
+
+    return f"{accepted_devices()}; GPU and cuda are the same device" + (f" {more}" if more else "") + "."
+
+
+BackendName = choice_enum("run.backend")
+MsMode = choice_enum("run.ms_mode")
+BackendOpt = choice_option("run.backend", "--backend", "-b")
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", "-d", help=device_help())]
 ConfigOpt = Annotated[
     Optional[str],
     typer.Option("--config", "-c", help="Recipe name (mvd-ms, mvd-pt, tiny, demo) or a YAML file."),
@@ -51,10 +71,7 @@ SetOpt = Annotated[
         "--set", "-s", help="Override a config key, e.g. --set model.width=16 (repeatable)."
     ),
 ]
-MsModeOpt = Annotated[
-    Optional[MsMode],
-    typer.Option("--ms-mode", help="MindSpore execution mode: graph | pynative."),
-]
+MsModeOpt = choice_option("run.ms_mode", "--ms-mode")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,18 +135,27 @@ def setup_logging(verbose: bool = False) -> None:
     root.setLevel(level)
 
 
+def flag_settings(keys: dict[str, str], values: dict[str, Any]) -> list[Any]:
+    """Typed config settings of the options given: ``keys`` maps an option's parameter name to
+    the config key it sets; each value not None becomes ``Setting(key, value, "--option-name")``
+    (mvd_core.config.Setting: applied as the typed value, not re-parsed)."""
+    from mvd_core.config import Setting
+
+    return [Setting(keys[k], v, "--" + k.replace("_", "-")) for k, v in values.items()
+            if k in keys and v is not None]
+
+
 def explicit_overrides(
     sets: Optional[list[str]] = None,
-    backend: Optional[BackendName] = None,
-    ms_mode: Optional[MsMode] = None,
-    extra: Optional[list[str]] = None,
-) -> list[str]:
-    """The settings a user gave explicitly, as ``section.key=value`` (flags first, then --set)."""
-    overrides: list[str] = list(extra or [])
-    if backend is not None:
-        overrides.append(f"run.backend={backend.value}")
-    if ms_mode is not None:
-        overrides.append(f"run.ms_mode={ms_mode.value}")
+    backend: Optional[enum.Enum] = None,
+    ms_mode: Optional[enum.Enum] = None,
+    extra: Optional[list[Any]] = None,
+) -> list[Any]:
+    """The settings a user gave explicitly: typed settings of the flags first, then ``--set``
+    strings (``section.key=value``)."""
+    overrides: list[Any] = list(extra or [])
+    overrides += flag_settings({"backend": "run.backend", "ms_mode": "run.ms_mode"},
+                               {"backend": backend, "ms_mode": ms_mode})
     overrides.extend(sets or [])
     return overrides
 
@@ -137,10 +163,10 @@ def explicit_overrides(
 def build_config(
     config: Optional[str],
     sets: Optional[list[str]] = None,
-    backend: Optional[BackendName] = None,
+    backend: Optional[enum.Enum] = None,
     device: Optional[str] = None,
-    ms_mode: Optional[MsMode] = None,
-    extra: Optional[list[str]] = None,
+    ms_mode: Optional[enum.Enum] = None,
+    extra: Optional[list[Any]] = None,
 ):
     """Recipe + the common flags + `--set` overrides → a validated Config (device normalised)."""
     import dataclasses

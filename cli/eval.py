@@ -13,11 +13,28 @@ from typing import Annotated, Optional
 
 import typer
 
-from mvd_cli.common import BackendOpt, ConfigOpt, MsModeOpt, SetOpt, cli_errors
-from mvd_cli.train import Dataset, SysuMode
+from mvd_cli.common import (
+    BackendOpt,
+    ConfigOpt,
+    MsModeOpt,
+    SetOpt,
+    choice_option,
+    cli_errors,
+    device_help,
+    flag_settings,
+)
+from mvd_core.config import field_choice
 
-#: RegDB direction names: ours and the public scripts' (v2i = visible to infrared)
-REGDB_MODES = {"v2t": "v2t", "t2v": "t2v", "v2i": "v2t", "i2v": "t2v"}
+#: RegDB direction names: the config's and the public scripts' (v2i = visible to infrared)
+REGDB_MODES = {**{m: m for m in field_choice("eval.regdb_mode").values}, "v2i": "v2t", "i2v": "t2v"}
+#: the options that each set one config key: parameter name -> key (typed values, before --set)
+CONFIG_FLAGS = {"dataset": "data.dataset", "data_path": "data.root", "trial": "data.trial",
+                "trials": "eval.trials", "test_batch": "eval.batch_size", "img_h": "data.height",
+                "img_w": "data.width"}
+DatasetOpt = choice_option("data.dataset", "--dataset", default="the run's", more="Any case (SYSU, RegDB).",
+                           case_sensitive=False)
+SysuModeOpt = choice_option("eval.sysu_mode", "--sysu-mode", "--sysu_mode", default="all and indoor",
+                            more="Only this one.")
 
 
 def register(app: typer.Typer) -> None:
@@ -46,14 +63,14 @@ def evaluate(
     resume: Annotated[Path, typer.Option("--resume", "-r", help="Checkpoint file or run folder to evaluate.")],
     config: ConfigOpt = None,
     backend: BackendOpt = None,
-    device: Annotated[Optional[str], typer.Option("--device", "-d", "--device-target", help="CPU | GPU | Ascend or cpu | cuda | cuda:N (default: the run's).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", "-d", "--device-target", help=device_help("(default: the run's)"))] = None,
     gpu: Annotated[Optional[str], typer.Option("--gpu", "--device-id", help="GPU index (the public scripts' flag).")] = None,
     sets: SetOpt = None,
     ms_mode: MsModeOpt = None,
-    dataset: Annotated[Optional[Dataset], typer.Option("--dataset", help="SYSU | RegDB (default: the run's).")] = None,
+    dataset: DatasetOpt = None,
     data_path: Annotated[Optional[Path], typer.Option("--data-path", help="Data set root (default: the run's).")] = None,
-    sysu_mode: Annotated[Optional[SysuMode], typer.Option("--sysu-mode", "--sysu_mode", help="Only this SYSU-MM01 search mode (default: all and indoor).")] = None,
-    regdb_mode: Annotated[Optional[str], typer.Option("--regdb-mode", "--regdb_mode", help="Only this RegDB direction: v2t|t2v (or v2i|i2v); default both.")] = None,
+    sysu_mode: SysuModeOpt = None,
+    regdb_mode: Annotated[Optional[str], typer.Option("--regdb-mode", "--regdb_mode", help=f"Only this RegDB direction: {'|'.join(REGDB_MODES)}; default both.")] = None,
     trial: Annotated[Optional[int], typer.Option("--trial", help="RegDB split 1..10 (default: the run's).")] = None,
     trials: Annotated[Optional[int], typer.Option("--trials", help="SYSU-MM01 gallery draws (default 10).")] = None,
     multi_shot: Annotated[bool, typer.Option("--multi-shot", help="SYSU-MM01: multi-shot galleries as well.")] = False,
@@ -66,31 +83,18 @@ def evaluate(
     rerank: Annotated[bool, typer.Option("--rerank", help="k-reciprocal re-ranking (Zhong et al. 2017: k1=20, k2=6, lambda=0.3).")] = False,
 ) -> None:
     """Evaluate a checkpoint on every protocol of its data set: one report per protocol."""
-    from mvd_core.config import atomic_write_text, load_config
+    given = {k: v for k, v in locals().items() if k in CONFIG_FLAGS}  # the options as typer parsed them
+    from mvd_core.config import Setting, atomic_write_text, load_config
     from mvd_core.errors import MvdError
     from mvd_core.train.driver import evaluate_checkpoint
 
-    extra: list[str] = []
-    if dataset is not None:
-        extra.append(f"data.dataset={dataset.value.lower()}")
-    if data_path is not None:
-        extra.append(f"data.root={data_path}")
-    if trial is not None:
-        extra.append(f"data.trial={trial}")
-    if trials is not None:
-        extra.append(f"eval.trials={trials}")
-    if test_batch is not None:
-        extra.append(f"eval.batch_size={test_batch}")
-    if img_h is not None:
-        extra.append(f"data.height={img_h}")
-    if img_w is not None:
-        extra.append(f"data.width={img_w}")
-    regdb_modes: tuple[str, ...] = ("v2t", "t2v")
+    extra = flag_settings(CONFIG_FLAGS, given)
+    regdb_modes: tuple[str, ...] = field_choice("eval.regdb_mode").values
     if regdb_mode is not None:
         if regdb_mode not in REGDB_MODES:
             raise MvdError(f"--regdb-mode {regdb_mode!r}: expected one of {', '.join(REGDB_MODES)}")
         regdb_modes = (REGDB_MODES[regdb_mode],)
-        extra.append(f"eval.regdb_mode={regdb_modes[0]}")
+        extra.append(Setting("eval.regdb_mode", regdb_modes[0], "--regdb-mode"))
     evaluation = evaluate_checkpoint(
         resume,
         extra + list(sets or []),

@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
 def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Python, NumPy, torch and MindSpore versions; which backends import; their devices."""
+    """Python, NumPy and each backend's framework version; which backends import; their devices
+    and the precisions each trains in there."""
     from mvd_core.sysinfo import collect
 
     data = collect()
@@ -31,5 +32,7 @@ def info(
     for name, b in data["backends"].items():
         if b["available"]:
             typer.echo(f"{name:<10} {b['version']}  devices: {', '.join(b['devices'])}")
+            amp = "; ".join(f"run.amp on {d}: {', '.join(v)}" for d, v in b["amp"].items())
+            typer.echo(f"{'':<10} run.precision: {', '.join(b['precisions'])}" + (f"; {amp}" if amp else ""))
         else:
-            typer.echo(f"{name:<10} not available ({b['error']}); install mvd[{name}]")
+            typer.echo(f"{name:<10} not available ({b['error']}); install {b['extra']}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,108 +13,47 @@ from mvd_cli.common import (
     DeviceOpt,
     MsModeOpt,
     SetOpt,
+    amp_support,
     build_config,
+    choice_enum,
+    choice_option,
     cli_errors,
     explicit_overrides,
+    flag_settings,
 )
+from mvd_core.registry import describe_suffixes
 
+# choice options generated from the config's fields (mvd_core.config.Choice)
+Dataset = choice_enum("data.dataset")
+Optim = choice_enum("optim.name")
+LossFunc = choice_enum("loss.preset")
+SysuMode = choice_enum("eval.sysu_mode")
+RegdbMode = choice_enum("eval.regdb_mode")
+Amp = choice_enum("run.amp")
+DatasetOpt = choice_option("data.dataset", "--dataset", more="Any case (the seed's SYSU, RegDB).", case_sensitive=False)
+OptimOpt = choice_option("optim.name", "--optim")
+LossFuncOpt = choice_option("loss.preset", "--loss-func")
+SysuModeOpt = choice_option("eval.sysu_mode", "--sysu-mode", "--sysu_mode")
+RegdbModeOpt = choice_option("eval.regdb_mode", "--regdb-mode", "--regdb_mode")
+AmpOpt = choice_option("run.amp", "--amp", more=f"Per backend and device: {amp_support()}.")
 
-class Dataset(str, enum.Enum):
-    SYSU = "SYSU"
-    RegDB = "RegDB"
+PRETRAIN_HELP = f"ResNet-50 weights (torchvision names): .safetensors, .npz or {describe_suffixes()}."
 
-
-class Optim(str, enum.Enum):
-    adam = "adam"
-    sgd = "sgd"
-
-
-class LossFunc(str, enum.Enum):
-    id = "id"
-    id_tri = "id+tri"
-    id_tri_kldiv = "id+tri+kldiv"
-    mvd_pt = "mvd-pt"
-
-
-class SysuMode(str, enum.Enum):
-    all = "all"
-    indoor = "indoor"
-
-
-class RegdbMode(str, enum.Enum):
-    v2t = "v2t"
-    t2v = "t2v"
-
-
-class Amp(str, enum.Enum):
-    none = "none"
-    bf16 = "bf16"
-    fp16 = "fp16"
+#: the options that each set one config key (the seed README's flags and a few more): the
+#: parameter name -> the key; applied as typed values, before --set
+CONFIG_FLAGS = {
+    "dataset": "data.dataset", "data_path": "data.root", "optim": "optim.name", "lr": "optim.lr",
+    "pretrain": "model.pretrain", "ckpt": "run.tag", "epochs": "schedule.epochs",
+    "warmup_steps": "schedule.warmup", "start_decay": "schedule.start_decay",
+    "end_decay": "schedule.end_decay", "loss_func": "loss.preset", "trial": "data.trial",
+    "sysu_mode": "eval.sysu_mode", "regdb_mode": "eval.regdb_mode", "seed": "run.seed",
+    "val_ids": "run.val_ids", "amp": "run.amp", "out": "run.out", "nproc": "run.nproc",
+    "channels_last": "run.channels_last",
+}
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-
-
-def seed_flag_overrides(
-    dataset: Optional[Dataset] = None,
-    data_path: Optional[Path] = None,
-    optim: Optional[Optim] = None,
-    lr: Optional[float] = None,
-    pretrain: Optional[Path] = None,
-    ckpt: Optional[str] = None,
-    epochs: Optional[int] = None,
-    warmup_steps: Optional[int] = None,
-    start_decay: Optional[int] = None,
-    end_decay: Optional[int] = None,
-    loss_func: Optional[LossFunc] = None,
-    trial: Optional[int] = None,
-    sysu_mode: Optional[SysuMode] = None,
-    regdb_mode: Optional[RegdbMode] = None,
-    seed: Optional[int] = None,
-    val_ids: Optional[int] = None,
-    amp: Optional[Amp] = None,
-    out: Optional[Path] = None,
-) -> list[str]:
-    """The seed README's flags as `section.key=value` overrides (applied before --set)."""
-    o: list[str] = []
-    if dataset is not None:
-        o.append(f"data.dataset={dataset.value.lower()}")
-    if data_path is not None:
-        o.append(f"data.root={data_path}")
-    if optim is not None:
-        o.append(f"optim.name={optim.value}")
-    if lr is not None:
-        o.append(f"optim.lr={lr!r}")
-    if pretrain is not None:
-        o.append(f"model.pretrain={pretrain}")
-    if ckpt is not None:
-        o.append(f"run.tag={ckpt}")
-    if epochs is not None:
-        o.append(f"schedule.epochs={epochs}")
-    if warmup_steps is not None:
-        o.append(f"schedule.warmup={warmup_steps}")
-    if start_decay is not None:
-        o.append(f"schedule.start_decay={start_decay}")
-    if end_decay is not None:
-        o.append(f"schedule.end_decay={end_decay}")
-    if loss_func is not None:
-        o.append(f"loss.preset={loss_func.value}")
-    if trial is not None:
-        o.append(f"data.trial={trial}")
-    if sysu_mode is not None:
-        o.append(f"eval.sysu_mode={sysu_mode.value}")
-    if regdb_mode is not None:
-        o.append(f"eval.regdb_mode={regdb_mode.value}")
-    if seed is not None:
-        o.append(f"run.seed={seed}")
-    if val_ids is not None:
-        o.append(f"run.val_ids={val_ids}")
-    if amp is not None:
-        o.append(f"run.amp={amp.value}")
-    if out is not None:
-        o.append(f"run.out={out}")
-    return o
 
 
 def _launch_workers(config, sets, backend, device, ms_mode, extra, resume) -> bool:  # noqa: ANN001
@@ -164,24 +102,24 @@ def train(
     device: DeviceOpt = None,
     sets: SetOpt = None,
     ms_mode: MsModeOpt = None,
-    dataset: Annotated[Optional[Dataset], typer.Option("--dataset", help="SYSU | RegDB")] = None,
+    dataset: DatasetOpt = None,
     data_path: Annotated[Optional[Path], typer.Option("--data-path", help="Data set root (raw layout).")] = None,
-    optim: Annotated[Optional[Optim], typer.Option("--optim")] = None,
+    optim: OptimOpt = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Base learning rate.")] = None,
-    pretrain: Annotated[Optional[Path], typer.Option("--pretrain", help="ResNet-50 weights: torchvision .pth, .safetensors/.npz, or MindSpore .ckpt.")] = None,
+    pretrain: Annotated[Optional[Path], typer.Option("--pretrain", help=PRETRAIN_HELP)] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", "-r", help="Continue a run (its folder or checkpoint): it keeps its own config, backend and device unless given explicitly.")] = None,
     ckpt: Annotated[Optional[str], typer.Option("--ckpt", help="Run tag: outputs go to <out>/<TAG>/.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", "--epoch", help="Epochs in total (with --resume: extend the run to N).")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", help="Warm-up epochs.")] = None,
     start_decay: Annotated[Optional[int], typer.Option("--start-decay")] = None,
     end_decay: Annotated[Optional[int], typer.Option("--end-decay")] = None,
-    loss_func: Annotated[Optional[LossFunc], typer.Option("--loss-func")] = None,
+    loss_func: LossFuncOpt = None,
     trial: Annotated[Optional[int], typer.Option("--trial", help="RegDB split 1..10.")] = None,
-    sysu_mode: Annotated[Optional[SysuMode], typer.Option("--sysu-mode", "--sysu_mode")] = None,
-    regdb_mode: Annotated[Optional[RegdbMode], typer.Option("--regdb-mode", "--regdb_mode")] = None,
+    sysu_mode: SysuModeOpt = None,
+    regdb_mode: RegdbModeOpt = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     val_ids: Annotated[Optional[int], typer.Option("--val-ids", help="Hold out N training ids for validation and a 'best' checkpoint.")] = None,
-    amp: Annotated[Optional[Amp], typer.Option("--amp", help="Mixed precision (see README for what each backend and device supports).")] = None,
+    amp: AmpOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder holding run folders (default runs).")] = None,
     stop_after: Annotated[Optional[int], typer.Option("--stop-after", help="Stop after this epoch as an interruption would (the schedule stays the full one); continue later with --resume.")] = None,
     nproc: Annotated[Optional[int], typer.Option("--nproc", help="Train in N local worker processes on the framework's own engine (torchrun / msrun); see README.")] = None,
@@ -189,18 +127,13 @@ def train(
     html: Annotated[bool, typer.Option("--html/--no-html", help="Write the run's report.html at the end (mvd report; ~3 s of matplotlib).")] = True,
 ) -> None:
     """Train MVD (any recipe, either backend); evaluate on the test protocol at the end."""
+    given = {k: v for k, v in locals().items() if k in CONFIG_FLAGS}  # the options as typer parsed them
     from mvd_core.train.distributed import serve_if_scheduler
     from mvd_core.train.driver import train as run_train
 
     serve_if_scheduler("mindspore")  # msrun's scheduler process joins the cluster and exits
-    extra = seed_flag_overrides(
-        dataset, data_path, optim, lr, pretrain, ckpt, epochs, warmup_steps, start_decay,
-        end_decay, loss_func, trial, sysu_mode, regdb_mode, seed, val_ids, amp, out,
-    )
-    if channels_last:
-        extra.append("run.channels_last=true")
-    if nproc is not None:
-        extra.append(f"run.nproc={nproc}")
+    given["channels_last"] = given["channels_last"] or None  # a switch: only when on
+    extra = flag_settings(CONFIG_FLAGS, given)
     if _launch_workers(config, sets, backend, device, ms_mode, extra, resume):
         return
     from mvd_core.train.distributed import current

@@ -8,6 +8,7 @@ file. The fully resolved config is written next to a run's outputs (:func:`save_
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import os
 import types
@@ -20,6 +21,7 @@ import yaml
 
 from mvd_core.errors import ConfigError
 from mvd_core.io import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
+from mvd_core.registry import BACKENDS, amp_values, precision_values
 
 #: folder holding the shipped recipes
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -60,6 +62,22 @@ class Range:
         )
 
 
+class Choice:
+    """The allowed values of a string field, written in its annotation next to the default
+    (``kl: Annotated[str, Choice("proper", "legacy", doc="KL divergence form")] = "proper"``);
+    checked for every value loaded, like :class:`Range`. This is the one schema of choices:
+    the CLI builds its choice options (values, help) from it (``mvd_cli.common.choice_enum``)."""
+
+    __slots__ = ("values", "doc")
+
+    def __init__(self, *values: str, doc: str = "") -> None:
+        self.values: tuple[str, ...] = tuple(values)
+        self.doc = doc
+
+    def __repr__(self) -> str:
+        return f"Choice({', '.join(map(repr, self.values))}, doc={self.doc!r})"
+
+
 #: probabilities and fractions
 PROBABILITY = Range(ge=0, le=1)
 #: smallest image the network is given: any size runs (padding keeps every map >= 1x1), but
@@ -71,18 +89,18 @@ MIN_WIDTH = 16
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "sysu"  # sysu | regdb
+    dataset: Annotated[str, Choice("sysu", "regdb", "manifest", doc="Data set")] = "sysu"
     root: str = ""  # data set root (raw layout, SPEC §6)
     cache: str = ""  # SYSU preprocessed .npy folder ("" = <root>)
     height: Annotated[int, Range(ge=MIN_HEIGHT, why="the network has 5 stride-2 stages")] = 288
     width: Annotated[int, Range(ge=MIN_WIDTH, why="half the minimum height")] = 144
     num_ids: Annotated[int, Range(ge=1)] = 8  # identities per batch
     num_pos: Annotated[int, Range(ge=1)] = 4  # images per identity and modality
-    sampler: str = "ms"  # ms: ids without replacement per batch; pt: every id once per epoch
-    augment: str = "ms"  # ms: grey p, flip, erasing; pt: flip only
+    sampler: Annotated[str, Choice("ms", "pt", doc="Identity sampler: ms = ids without replacement per batch, pt = every id once per epoch")] = "ms"
+    augment: Annotated[str, Choice("ms", "pt", doc="Augmentation: ms = grey, flip, erasing; pt = flip only")] = "ms"
     pad: Annotated[int, Range(ge=0)] = 0  # pad before random crop (0 = no crop: neither public code shifts images)
-    resize: str = "lanczos"  # resize filter: lanczos (SYSU cache, MS) | bilinear (PT's T.Resize)
-    erasing: str = "ms"  # random-erasing geometry: ms (MindSpore RandomErasing) | zhong (re-id codes)
+    resize: Annotated[str, Choice("lanczos", "bilinear", doc="Resize filter: lanczos (SYSU cache, MS), bilinear (PT's T.Resize)")] = "lanczos"
+    erasing: Annotated[str, Choice("ms", "zhong", doc="Random-erasing geometry: ms (MindSpore RandomErasing), zhong (re-id codes)")] = "ms"
     flip_p: Annotated[float, PROBABILITY] = 0.5
     grayscale_p: Annotated[float, PROBABILITY] = 0.5  # visible only
     erasing_p: Annotated[float, PROBABILITY] = 0.5
@@ -109,14 +127,14 @@ class ModelConfig:
     # zero_init_residual; small values make a from-scratch trunk well-conditioned (tiny: 0.1).
     # A pretrained trunk (model.pretrain) brings its own γ.
     residual_gain: Annotated[float, Range(ge=0)] = 1.0
-    feat_norm: str = "part"  # test feature L2 norm: part (each 2048 block) | joint | none
+    feat_norm: Annotated[str, Choice("part", "joint", "none", doc="Test feature L2 norm: part = each 2048 block")] = "part"
     pretrain: str = ""  # torchvision-format ResNet-50 state dict or MindSpore checkpoint
     sync_bn: bool = False  # multi-process: BatchNorm statistics over all ranks (default per rank)
     # VIB head initialisation: framework = torch nn.Linear's default U(±1/sqrt(fan_in)) (also
     # MindSpore 2.x Dense's; the MS code's init helpers are no-ops); pt = the PT code's
     # (encoder Linear kaiming-normal fan_out, encoder BN1d weight N(1, 0.02), VIB classifier
     # Linear N(0, 0.001), biases 0)
-    head_init: str = "framework"
+    head_init: Annotated[str, Choice("framework", "pt", doc="VIB head initialisation")] = "framework"
     # every bottleneck's last BatchNorm (bn3): MS's model-zoo ResNet-50 uses eps 1e-3 and
     # momentum 0.997 (= torch momentum 0.003); torch convention here
     bn3_eps: Annotated[float, Range(gt=0)] = 1e-5
@@ -125,26 +143,26 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    preset: str = "id+tri+kldiv"  # id | id+tri | id+tri+kldiv | mvd-pt
+    preset: Annotated[str, Choice("id", "id+tri", "id+tri+kldiv", "mvd-pt", doc="Loss terms")] = "id+tri+kldiv"
     label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.0  # pt: 0.1
-    triplet: str = "batch_hard"  # batch_hard | ranked_list
+    triplet: Annotated[str, Choice("batch_hard", "ranked_list", doc="Metric loss")] = "batch_hard"
     margin: Annotated[float, Range(ge=0)] = 0.3  # batch-hard margin
     rll_m1: Annotated[float, Range(ge=0)] = 0.9  # ranked-list intra-modality margin
     rll_m2: Annotated[float, Range(ge=0)] = 1.0  # ranked-list cross-modality margin
     rll_a1: Annotated[float, Range(ge=0)] = 2.2  # ranked-list intra-modality threshold
     rll_a2: Annotated[float, Range(ge=0)] = 2.0  # ranked-list cross-modality threshold
-    kl: str = "proper"  # proper | legacy
+    kl: Annotated[str, Choice("proper", "legacy", doc="KL divergence form")] = "proper"
     temperature: Annotated[float, Range(gt=0)] = 1.0  # VSD only (the PT code's VCD has none)
     sinkhorn_eps: Annotated[float, Range(gt=0)] = 0.01
     sinkhorn_iters: Annotated[int, Range(ge=1)] = 100
     # CML Sinkhorn log-sum-exp: legacy = the PT code's log(Σ exp(A) + 1e-6) (not max-shifted),
     # exact = a true, max-shifted logsumexp
-    cml_lse: str = "legacy"
+    cml_lse: Annotated[str, Choice("legacy", "exact", doc="CML Sinkhorn log-sum-exp")] = "legacy"
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adam"  # adam | sgd
+    name: Annotated[str, Choice("adam", "sgd", doc="Optimiser")] = "adam"
     lr: Annotated[float, Range(gt=0)] = 3.5e-4
     weight_decay: Annotated[float, Range(ge=0)] = 5e-4
     momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # sgd
@@ -157,7 +175,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    kind: str = "ms"  # ms | pt (SPEC §4)
+    kind: Annotated[str, Choice("ms", "pt", doc="Learning-rate schedule (SPEC §4)")] = "ms"
     epochs: Annotated[int, Range(ge=1)] = 80
     warmup: Annotated[int, Range(ge=0)] = 5  # warm-up epochs
     warmup_from: Annotated[float, PROBABILITY] = 0.0  # pt: 0.01 (fraction of lr at the first epoch)
@@ -171,21 +189,21 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     every: Annotated[int, Range(ge=0, why="0 = only at the end")] = 5  # evaluate every N epochs (0 = only at the end)
-    sysu_mode: str = "all"  # all | indoor
-    shot: str = "single"  # single | multi
+    sysu_mode: Annotated[str, Choice("all", "indoor", doc="SYSU-MM01 search mode")] = "all"
+    shot: Annotated[str, Choice("single", "multi", doc="SYSU-MM01 gallery shots")] = "single"
     trials: Annotated[int, Range(ge=1)] = 10
-    regdb_mode: str = "v2t"  # v2t | t2v
-    metric: str = "euclidean"  # euclidean | cosine
+    regdb_mode: Annotated[str, Choice("v2t", "t2v", doc="RegDB direction: v2t = visible queries, thermal gallery")] = "v2t"
+    metric: Annotated[str, Choice("euclidean", "cosine", doc="Query-gallery distance")] = "euclidean"
     batch_size: Annotated[int, Range(ge=1)] = 64
     # SYSU-MM01 single/multi-shot gallery draw per trial: agw (AGW/MVD test scripts'
     # process_gallery_sysu) | official (the data set's rand_perm_cam.mat) | seeded (toolkit's own)
-    gallery_draw: str = "agw"
+    gallery_draw: Annotated[str, Choice("agw", "official", "seeded", doc="SYSU-MM01 gallery draw")] = "agw"
     sysu_eval_dir: str = ""  # folder with rand_perm_cam.mat ("" = look under data.root)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    backend: str = "torch"  # torch | mindspore
+    backend: Annotated[str, Choice(*BACKENDS, doc="Framework")] = "torch"
     device: str = "cpu"
     seed: Annotated[int, Range(ge=0)] = 0
     out: str = "runs"  # runs/<tag>/...
@@ -193,11 +211,11 @@ class RunConfig:
     log_every: Annotated[int, Range(ge=1)] = 10  # steps between log lines
     ckpt_every: Annotated[int, Range(ge=1)] = 1  # epochs between checkpoints
     val_ids: Annotated[int, Range(ge=0)] = 0  # carve N training ids for validation / "best" checkpoint
-    amp: str = "none"  # none | bf16 (torch CPU/CUDA) | fp16 (torch CUDA, MindSpore GPU/Ascend)
+    amp: Annotated[str, Choice(*amp_values(), doc="Mixed precision")] = "none"  # per backend and device: registry.BACKENDS
     channels_last: bool = False  # torch: NHWC memory format (with amp=bf16: the fast CPU kernels)
     nproc: Annotated[int, Range(ge=1)] = 1  # local worker processes (mvd train --nproc; see mvd_core.train.distributed)
-    ms_mode: str = "pynative"  # graph | pynative (mindspore)
-    precision: str = "fp32"  # fp32 | fp64 (torch only: the float64 arbiter of `mvd parity`)
+    ms_mode: Annotated[str, Choice("graph", "pynative", doc="MindSpore execution mode")] = "pynative"
+    precision: Annotated[str, Choice(*precision_values(), doc="Parameter precision")] = "fp32"  # fp64: torch only, the float64 arbiter of `mvd parity`
     threads: Annotated[int, Range(ge=0, why="0 = auto")] = 0  # CPU compute threads; 0 = auto (see mvd_core.devices.cpu_threads)
 
 
@@ -213,33 +231,8 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-#: allowed values of the string fields that are choices
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("sysu", "regdb", "manifest"),
-    "data.sampler": ("ms", "pt"),
-    "data.augment": ("ms", "pt"),
-    "data.resize": ("lanczos", "bilinear"),
-    "data.erasing": ("ms", "zhong"),
-    "model.feat_norm": ("part", "joint", "none"),
-    "loss.preset": ("id", "id+tri", "id+tri+kldiv", "mvd-pt"),
-    "loss.triplet": ("batch_hard", "ranked_list"),
-    "loss.kl": ("proper", "legacy"),
-    "loss.cml_lse": ("legacy", "exact"),
-    "model.head_init": ("framework", "pt"),
-    "optim.name": ("adam", "sgd"),
-    "schedule.kind": ("ms", "pt"),
-    "eval.sysu_mode": ("all", "indoor"),
-    "eval.shot": ("single", "multi"),
-    "eval.regdb_mode": ("v2t", "t2v"),
-    "eval.metric": ("euclidean", "cosine"),
-    "eval.gallery_draw": ("agw", "official", "seeded"),
-    "run.backend": ("torch", "mindspore"),
-    "run.amp": ("none", "bf16", "fp16"),
-    "run.ms_mode": ("graph", "pynative"),
-    "run.precision": ("fp32", "fp64"),
-}
-
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "recipe"}
+#: section name -> its dataclass
+SECTIONS: dict[str, type] = {k: v for k, v in typing.get_type_hints(Config).items() if k != "recipe"}
 
 
 def recipe_names() -> list[str]:
@@ -247,15 +240,7 @@ def recipe_names() -> list[str]:
 
 
 def _section_cls(name: str) -> type:
-    return {
-        "data": DataConfig,
-        "model": ModelConfig,
-        "loss": LossConfig,
-        "optim": OptimConfig,
-        "schedule": ScheduleConfig,
-        "eval": EvalConfig,
-        "run": RunConfig,
-    }[name]
+    return SECTIONS[name]
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -280,7 +265,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
-            return value
+            return str(value)
+        if isinstance(value, os.PathLike):  # a typed path (Setting from a CLI option)
+            return os.fspath(value)
         if value is None:
             return ""
         raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -312,19 +299,46 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
+def _metadata(cls: type, kind: type) -> dict[str, Any]:
+    """``{field: annotation}`` of the fields of ``cls`` annotated with a ``kind`` instance."""
+    found = {}
+    for name, tp in typing.get_type_hints(cls, include_extras=True).items():
+        for meta in getattr(tp, "__metadata__", ()):
+            if isinstance(meta, kind):
+                found[name] = meta
+    return found
+
+
 _RANGES: dict[type, dict[str, Range]] = {}
+_CHOICES: dict[type, dict[str, Choice]] = {}
 
 
 def ranges(cls: type) -> dict[str, Range]:
     """``{field: Range}`` of a config section class (from the fields' annotations)."""
     if cls not in _RANGES:
-        found: dict[str, Range] = {}
-        for name, tp in typing.get_type_hints(cls, include_extras=True).items():
-            for meta in getattr(tp, "__metadata__", ()):
-                if isinstance(meta, Range):
-                    found[name] = meta
-        _RANGES[cls] = found
+        _RANGES[cls] = _metadata(cls, Range)
     return _RANGES[cls]
+
+
+def choice_fields(cls: type) -> dict[str, Choice]:
+    """``{field: Choice}`` of a config section class (from the fields' annotations)."""
+    if cls not in _CHOICES:
+        _CHOICES[cls] = _metadata(cls, Choice)
+    return _CHOICES[cls]
+
+
+def choices(cls: type) -> dict[str, tuple[str, ...]]:
+    """``{field: allowed values}`` of a config section class's choice fields."""
+    return {k: c.values for k, c in choice_fields(cls).items()}
+
+
+def field_choice(key: str) -> Choice:
+    """The :class:`Choice` of ``section.key`` (a ConfigError if that key is not a choice)."""
+    sec, _, name = key.partition(".")
+    c = choice_fields(_section_cls(sec)).get(name) if sec in SECTIONS else None
+    if c is None:
+        raise ConfigError(f"{key}: not a config choice")
+    return c
 
 
 def _check_range(cls: type, key: str, value: Any, where: str) -> None:
@@ -367,10 +381,10 @@ def _apply(cfg: Config, updates: dict[str, Any], source: str) -> Config:
                 )
             v = _coerce(val, hints[key], f"{source}: {sec}.{key}")
             _check_range(cls, key, v, f"{source}: {sec}.{key}")
-            choices = CHOICES.get(f"{sec}.{key}")
-            if choices is not None and v not in choices:
+            choice = choice_fields(cls).get(key)
+            if choice is not None and v not in choice.values:
                 raise ConfigError(
-                    f"{source}: {sec}.{key}={v!r} is not one of {', '.join(choices)}"
+                    f"{source}: {sec}.{key}={v!r} is not one of {', '.join(choice.values)}"
                 )
             changes[key] = v
         top[sec] = dataclasses.replace(current, **changes)
@@ -444,14 +458,48 @@ def parse_override(expr: str) -> tuple[str, str, Any]:
     return sec, name, value
 
 
-def load_config(recipe: str = "mvd-ms", overrides: typing.Sequence[str] = ()) -> Config:
-    """Load a recipe (name or path), then apply ``section.key=value`` overrides in order."""
+class Setting(str):
+    """One typed override, ``Setting("optim.lr", 0.01, "--lr")``: a value a program already
+    holds (a CLI option typer parsed), applied by :func:`apply_overrides` as it is (validated
+    like YAML, errors naming ``source``) instead of being written out and parsed again. It is
+    also the string ``"optim.lr=0.01"``, so code that logs overrides or looks for a key among
+    them treats both kinds alike."""
+
+    key: str
+    value: Any
+    source: str
+
+    def __new__(cls, key: str, value: Any, source: str = "") -> Setting:
+        if isinstance(value, enum.Enum):
+            value = value.value
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        text = yaml.safe_dump(list(value) if isinstance(value, tuple) else value,
+                              default_flow_style=True, width=1 << 30).strip()
+        self = super().__new__(cls, f"{key}={text.removesuffix(chr(10) + '...').strip()}")
+        self.key, self.value, self.source = key, value, source or key
+        return self
+
+
+Override = typing.Union[str, Setting]
+
+
+def load_config(recipe: str = "mvd-ms", overrides: typing.Sequence[Override] = ()) -> Config:
+    """Load a recipe (name or path), then apply the overrides in order (see apply_overrides)."""
     cfg = _load_chain(resolve_recipe_path(recipe))
     return apply_overrides(cfg, overrides)
 
 
-def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
+def apply_overrides(cfg: Config, overrides: typing.Sequence[Override]) -> Config:
+    """Apply overrides in order: ``section.key=value`` strings (``--set``; the value parsed as
+    YAML) and typed :class:`Setting` values (used as they are); both validated alike."""
     for expr in overrides:
+        if isinstance(expr, Setting):
+            sec, dot, name = expr.key.partition(".")
+            if not dot or "." in name:
+                raise ConfigError(f"{expr.source}: {expr.key!r} is not a section.key name")
+            cfg = _apply(cfg, {sec: {name: expr.value}}, expr.source)
+            continue
         sec, name, value = parse_override(expr)
         cfg = _apply(cfg, {sec: {name: value}}, "--set")
     return cfg

@@ -1,44 +1,45 @@
-"""Device names: MindSpore's CPU|GPU|Ascend and torch's cpu|cuda|cuda:N, mapped per backend."""
+"""Device names per backend, as the backend table (:data:`mvd_core.registry.BACKENDS`) lists
+them: MindSpore's CPU|GPU|Ascend and torch's cpu|cuda|cuda:N, each accepting the other's names."""
 
 from __future__ import annotations
 
 import os
 import re
 
+from mvd_core import registry
 from mvd_core.errors import MvdError
 
-ACCEPTED = "CPU, GPU, Ascend, cpu, cuda, cuda:N"
+
+def accepted_devices() -> str:
+    """``cpu, cuda, cuda:N (torch); CPU, GPU, Ascend, GPU:N, Ascend:N (mindspore)``."""
+    return "; ".join(
+        ", ".join([d.name for d in f.devices] + [f"{d.name}:N" for d in f.devices if d.indexed])
+        + f" ({f.name})"
+        for f in registry.BACKENDS.values()
+    )
 
 
 def normalize_device(backend: str, device: str) -> str:
-    """The device string the backend's framework expects.
-
-    torch: ``cpu``, ``cuda``, ``cuda:N`` (``GPU``/``GPU:N`` map to ``cuda``/``cuda:N``);
-    mindspore: ``CPU``, ``GPU``, ``GPU:N``, ``Ascend``, ``Ascend:N`` (``cuda[:N]`` maps to GPU).
-    """
-    d = device.strip()
-    low = d.lower()
-    m = re.fullmatch(r"(cpu|gpu|cuda|ascend|npu)(?::(\d+))?", low)
-    if not m:
-        raise MvdError(f"--device {device!r}: unknown device (expected one of {ACCEPTED})")
+    """The device string backend ``backend``'s framework expects: any name of a device kind
+    the backend has (``GPU``/``cuda`` are one kind), with its ``:N`` index, mapped to the
+    framework's own name (torch ``cuda:1``, MindSpore ``GPU:1``)."""
+    m = re.fullmatch(r"([a-z]+)(?::(\d+))?", device.strip().lower())
+    known = {a for f in registry.BACKENDS.values() for d in f.devices for a in d.aliases}
+    if not m or m.group(1) not in known:
+        raise MvdError(f"--device {device!r}: unknown device (expected one of {accepted_devices()})")
     kind, idx = m.group(1), m.group(2)
-    if kind == "cpu" and idx is not None:
-        raise MvdError(f"--device {device!r}: the CPU takes no index (expected {ACCEPTED})")
-    suffix = f":{idx}" if idx is not None else ""
-    if backend == "torch":
-        if kind in ("ascend", "npu"):
-            raise MvdError(
-                f"--device {device!r}: Ascend is not supported by the torch backend "
-                "(use --backend mindspore --device Ascend)"
-            )
-        return "cpu" if kind == "cpu" else f"cuda{suffix}"
-    if backend == "mindspore":
-        if kind == "cpu":
-            return "CPU"
-        if kind in ("gpu", "cuda"):
-            return f"GPU{suffix}"
-        return f"Ascend{suffix}"
-    raise MvdError(f"--backend {backend!r}: unknown backend (expected torch, mindspore)")
+    facts = registry.facts(backend)
+    dev = facts.device_for(kind)
+    if dev is None:
+        other = next(f for f in registry.BACKENDS.values() if f.device_for(kind) is not None)
+        name = other.device_for(kind).name  # type: ignore[union-attr]
+        raise MvdError(
+            f"--device {device!r}: {name} is not supported by the {backend} backend "
+            f"(use --backend {other.name} --device {name})"
+        )
+    if idx is not None and not dev.indexed:
+        raise MvdError(f"--device {device!r}: the {dev.name} takes no index (expected {accepted_devices()})")
+    return dev.name + (f":{idx}" if idx is not None else "")
 
 
 def split_device(device: str) -> tuple[str, int]:

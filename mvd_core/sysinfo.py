@@ -1,39 +1,18 @@
 """What this machine offers: versions, importable backends, their devices (for `mvd info`).
 
-Frameworks are imported here only when asked (collect()), never at module import.
+Every backend comes from the backend table (:data:`mvd_core.registry.BACKENDS`); its framework
+is imported only when asked (:func:`collect`), and the framework calls live in the backend's
+``info`` module (``version()``, ``list_devices()``).
 """
 
 from __future__ import annotations
 
-import importlib
 import platform
 from typing import Any
 
 import numpy as np
 
-from mvd_core import __version__
-
-
-def _torch_devices(torch: Any) -> list[str]:
-    devs = ["cpu"]
-    try:
-        if torch.cuda.is_available():
-            devs += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - a broken driver must not break `mvd info`
-        pass
-    return devs
-
-
-def _mindspore_devices(ms: Any) -> list[str]:
-    devs = ["CPU"]
-    for target in ("GPU", "Ascend"):
-        try:
-            ok = ms.hal.is_available(target)
-        except Exception:  # noqa: BLE001
-            ok = False
-        if ok:
-            devs.append(target)
-    return devs
+from mvd_core import __version__, registry
 
 
 def collect() -> dict[str, Any]:
@@ -44,18 +23,26 @@ def collect() -> dict[str, Any]:
         "platform": platform.platform(),
         "backends": {},
     }
-    for name, module, lister in (
-        ("torch", "torch", _torch_devices),
-        ("mindspore", "mindspore", _mindspore_devices),
-    ):
+    for name, f in registry.BACKENDS.items():
         try:
-            mod = importlib.import_module(module)
-        except Exception as e:  # noqa: BLE001
-            out["backends"][name] = {"available": False, "error": f"{type(e).__name__}: {e}"}
+            registry.import_framework(name)
+        except Exception as e:  # noqa: BLE001 - any import failure means "not usable"
+            out["backends"][name] = {"available": False, "error": f"{type(e).__name__}: {e}",
+                                     "extra": f.extra}
             continue
+        info = registry.backend_info(name)
+        devices = info.list_devices()
+        amp = {}
+        for d in devices:
+            dev = f.device(d.split(" ")[0].partition(":")[0])
+            if dev is not None:
+                amp.setdefault(dev.name, list(dev.amp))
         out["backends"][name] = {
             "available": True,
-            "version": getattr(mod, "__version__", "?"),
-            "devices": lister(mod),
+            "version": info.version(),
+            "devices": devices,
+            "precisions": list(f.precisions),
+            "amp": amp,
+            "extra": f.extra,
         }
     return out

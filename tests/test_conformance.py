@@ -14,7 +14,7 @@ from mvd_core.registry import BACKENDS, backend_class
 pytestmark = [pytest.mark.torch, pytest.mark.mindspore]
 
 ROOT = Path(__file__).resolve().parent.parent / "backends"
-FILES = ("network.py", "losses.py", "backend.py", "convert.py")
+FILES = ("network.py", "losses.py", "backend.py", "convert.py", "info.py")
 #: public names that exist in one backend only, each with its reason (empty = none)
 KNOWN_GAPS: dict[str, dict[str, str]] = {
     "backend": {"TorchBackend": "the class is named after its framework (registry)",
@@ -63,7 +63,7 @@ def test_same_public_names(stem):
     assert sorted((t ^ m) - gaps) == [], f"{stem}: names in one backend only"
 
 
-@pytest.mark.parametrize("stem", ["losses"])
+@pytest.mark.parametrize("stem", ["losses", "info"])
 def test_same_loss_signatures(stem):
     t = importlib.import_module(f"mvd_backends.torch.{stem}")
     m = importlib.import_module(f"mvd_backends.mindspore.{stem}")
@@ -112,13 +112,13 @@ def test_every_config_key_says_who_honours_it():
 def test_backend_keys_are_read_by_each_backend(name):
     """A key that 'backends' honour appears (as an attribute) in that backend's code or in the
     shared core code that builds its model and losses — never only in the other backend."""
-    from mvd_core.registry import HONOURED, LIMITS
+    from mvd_core.registry import HONOURED
 
     core = Path(__file__).resolve().parent.parent / "mvd_core"
     text = "".join(p.read_text() for p in (ROOT / name).glob("*.py"))
     text += "".join((core / f).read_text() for f in ("model/spec.py", "model/losses.py", "weights/pretrained.py", "devices.py"))
     missing = [k for k, who in HONOURED.items()
-               if who in ("backends", "limited") and k not in LIMITS[name]
+               if who in ("backends", "limited") and k not in BACKENDS[name].limits
                and f".{k.split('.')[1]}" not in text]
     assert missing == [], f"{name} never reads {missing}"
 

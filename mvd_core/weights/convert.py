@@ -17,7 +17,6 @@ unexpected or mis-shaped tensor is an error naming it. Writes are atomic.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from pathlib import Path
 
@@ -27,15 +26,11 @@ from mvd_core.config import ModelConfig
 from mvd_core.errors import MvdError
 from mvd_core.io import atomic_path, atomic_write_bytes
 from mvd_core.model.spec import check_state, model_spec, trunk_blocks, trunk_spec
+from mvd_core.registry import weight_converter, weight_suffixes
 
 KINDS = ("mvd", "resnet50")
-_FRAMEWORK = {
-    ".pth": ("torch", "mvd[torch]"),
-    ".pt": ("torch", "mvd[torch]"),
-    ".bin": ("torch", "mvd[torch]"),
-    ".ckpt": ("mindspore", "mvd[mindspore]"),
-}
-SUFFIXES = (".safetensors", ".npz", *_FRAMEWORK)
+#: framework-free formats, then each backend's own (the backend table's weight suffixes)
+SUFFIXES = (".safetensors", ".npz", *weight_suffixes())
 
 
 def _suffix(path: Path) -> str:
@@ -46,11 +41,7 @@ def _suffix(path: Path) -> str:
 
 
 def _converter(path: Path):
-    backend, extra = _FRAMEWORK[_suffix(path)]
-    try:
-        return importlib.import_module(f"mvd_backends.{backend}.convert")
-    except ImportError as e:
-        raise MvdError(f"{path}: this format needs {extra} ({e})") from None
+    return weight_converter(_suffix(path), str(path))
 
 
 def infer_model_config(params: dict[str, np.ndarray], source: str = "weights") -> tuple[ModelConfig, int]:

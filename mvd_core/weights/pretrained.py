@@ -16,7 +16,6 @@ mis-shaped names are an error naming them).
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
@@ -24,13 +23,7 @@ import numpy as np
 
 from mvd_core.errors import MvdError
 from mvd_core.model.spec import BLOCKS, BRANCHES, check_state, trunk_spec
-
-_FRAMEWORK_READERS = {
-    ".pth": ("mvd_backends.torch.convert", "read_torchvision_resnet50", "mvd[torch]"),
-    ".pt": ("mvd_backends.torch.convert", "read_torchvision_resnet50", "mvd[torch]"),
-    ".bin": ("mvd_backends.torch.convert", "read_torchvision_resnet50", "mvd[torch]"),
-    ".ckpt": ("mvd_backends.mindspore.convert", "read_mindspore_resnet50", "mvd[mindspore]"),
-}
+from mvd_core.registry import describe_suffixes, suffix_backend, weight_converter
 
 
 def clean_resnet50_names(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -64,12 +57,8 @@ def read_resnet50(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
                 raw = {k: z[k] for k in z.files}
         except Exception as e:  # noqa: BLE001
             raise MvdError(f"{p}: not a readable .npz file ({e})") from None
-    elif suffix in _FRAMEWORK_READERS:
-        module, fn, extra = _FRAMEWORK_READERS[suffix]
-        try:
-            reader = getattr(importlib.import_module(module), fn)
-        except ImportError as e:
-            raise MvdError(f"{p}: reading {suffix} files needs {extra} ({e})") from None
+    elif (backend := suffix_backend(suffix)) is not None:  # the backend table's weight suffixes
+        reader = getattr(weight_converter(suffix, str(p)), backend.resnet50_reader)
         try:
             raw = reader(p)
         except MvdError:
@@ -79,7 +68,7 @@ def read_resnet50(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     else:
         raise MvdError(
             f"{p}: unknown weights format {suffix!r} "
-            "(expected .safetensors, .npz, .pth/.pt/.bin (torch) or .ckpt (MindSpore))"
+            f"(expected .safetensors, .npz or {describe_suffixes()})"
         )
     return clean_resnet50_names(raw)
 
