@@ -28,7 +28,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mvd_core.model.spec import trunk_blocks, trunk_spec
+from mvd_core.errors import CheckpointError
+from mvd_core.model.spec import check_arrays, trunk_blocks, trunk_spec
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def ms_to_canonical(params: Mapping[str, object]) -> dict[str, object]:
     for k, v in params.items():
         c = canonical_name(k)
         if c in out:
-            raise ValueError(f"{k}: two MindSpore names map to the canonical name {c}")
+            raise CheckpointError(f"{k}: two MindSpore names map to the canonical name {c}")
         out[c] = v
     return out
 
@@ -95,7 +96,7 @@ def canonical_to_ms(params: Mapping[str, object]) -> dict[str, object]:
     for k, v in params.items():
         m = ms_name(k)
         if m in out:
-            raise ValueError(f"{k}: two canonical names map to the MindSpore name {m}")
+            raise CheckpointError(f"{k}: two canonical names map to the MindSpore name {m}")
         out[m] = v
     return out
 
@@ -128,11 +129,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: MindSpore checkpoint not found")
+        raise CheckpointError(f"{path}: MindSpore checkpoint not found")
     try:
         raw = ms.load_checkpoint(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
-        raise ValueError(f"{path}: cannot read as a MindSpore checkpoint ({e})") from None
+        raise CheckpointError(f"{path}: cannot read as a MindSpore checkpoint ({e})") from None
     return {k: np.asarray(v.asnumpy()) for k, v in raw.items()}
 
 
@@ -152,14 +153,14 @@ def read_mindspore_resnet50(
     into torchvision names, float32, in :func:`mvd_core.model.spec.trunk_spec` order.
 
     Strict: the ImageNet head (``fc.*``) is dropped; any other missing, unexpected or
-    mis-shaped entry raises ValueError naming it. ``width`` defaults to the one ``conv1.weight``
+    mis-shaped entry raises CheckpointError naming it (in MindSpore names). ``width`` defaults to the one ``conv1.weight``
     implies (64 for the real ResNet-50).
     """
     raw = load_checkpoint(path)
     conv1 = raw.get("conv1.weight")
     if width is None:
         if conv1 is None or conv1.ndim != 4:
-            raise ValueError(f"{path}: not a ResNet-50 checkpoint: missing: conv1.weight")
+            raise CheckpointError(f"{path}: not a ResNet-50 checkpoint: missing: conv1.weight")
         width = int(conv1.shape[0])
     names = []
     for key in raw:
@@ -168,39 +169,24 @@ def read_mindspore_resnet50(
         except KeyError:
             pass
     spec = trunk_spec(width, blocks=trunk_blocks(names))  # the file's own depth
-    out: dict[str, np.ndarray] = {}
-    unexpected: list[str] = []
+    out: dict[str, np.ndarray] = {}  # canonical names; a name with no canonical form as is
     for key, value in raw.items():
         if RESNET_IGNORED.match(key):
             continue
         try:
             name = canonical_name(key)
         except KeyError:
-            unexpected.append(key)
-            continue
-        if name not in spec:
-            unexpected.append(key)
-            continue
+            name = key
         out[name] = value.astype(np.float32)
-    missing = [ms_name(k) for k in spec if k not in out]
-    shapes = [
-        f"{ms_name(k)} {tuple(out[k].shape)} != {spec[k].shape}"
-        for k in spec
-        if k in out and tuple(out[k].shape) != spec[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append("missing: " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
-    if unexpected:
-        problems.append(
-            "unexpected: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else "")
-        )
-    if shapes:
-        problems.append("mis-shaped: " + ", ".join(shapes[:10]) + (" ..." if len(shapes) > 10 else ""))
-    if problems:
-        raise ValueError(
-            f"{path}: not a MindSpore ResNet-50 at width {width}: " + "; ".join(problems)
-        )
+
+    def label(name: str) -> str:  # the message shows MindSpore names
+        try:
+            return ms_name(name)
+        except KeyError:
+            return name
+
+    check_arrays(out, {k: s.shape for k, s in spec.items()}, f"{path}: not a MindSpore "
+                 f"ResNet-50 at width {width}", dtypes=None, label=label)
     log.info("read %d MindSpore ResNet-50 tensors from %s", len(out), path)
     return {k: out[k] for k in spec}
 

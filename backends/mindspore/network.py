@@ -25,13 +25,19 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from mvd_core.config import ModelConfig
-from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS, TAP_NAMES
-from mvd_core.model.spec import BLOCKS, BN_EPS, BN_MOMENTUM, EXPANSION, LEAKY_SLOPE, feat_dim
+from mvd_core.interface import TAP_NAMES
+from mvd_core.model.spec import (
+    BLOCKS,
+    BN_EPS,
+    BN_MOMENTUM,
+    EXPANSION,
+    GRAY_WEIGHTS,
+    LEAKY_SLOPE,
+    feat_dim,
+)
 
 #: MindSpore's BatchNorm momentum is the weight of the old running value: 1 − torch's momentum
 _MS_BN_MOMENTUM = 1.0 - BN_MOMENTUM
-#: the grey view of SPEC §2 (on the normalised tensor)
-GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 #: F.normalize's floor on the norm
 _NORM_EPS = 1e-12
 
@@ -241,16 +247,6 @@ def normalize_test_feature(parts: list[Tensor] | tuple[Tensor, ...], mode: str) 
     if mode == "joint":
         return _l2_normalize(feat)
     return feat
-
-
-#: which branch and which input view produce each observation (as the torch network)
-OBS_SOURCES: dict[str, tuple[str, str]] = {
-    "v_obs": ("v", "rgb"),
-    "i_obs": ("i", "gray"),
-    "v_ms_obs": ("s", "rgb"),
-    "i_ms_obs": ("s", "gray"),
-}
-REP_OF_OBS: dict[str, str] = dict(zip(OBSERVATIONS, REPRESENTATIONS, strict=True))
 
 
 class MVDNet(nn.Cell):

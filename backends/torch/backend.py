@@ -30,19 +30,17 @@ import torch
 from mvd_core.config import Config
 from mvd_core.devices import cpu_threads
 from mvd_core.errors import BackendUnavailable, MvdError
-from mvd_core.interface import Batch
-from mvd_core.model.losses import preset_weights
-from mvd_core.model.spec import ParamSpec, check_state, descriptor_dim, init_params, model_spec
+from mvd_core.interface import Batch, check_batch, check_images
+from mvd_core.model.spec import ParamSpec, check_state, descriptor_dim, model_spec
 from mvd_core.registry import check_amp, check_precision
 from mvd_core.train.distributed import DistEnv, check_backend, current
+from mvd_core.weights.pretrained import initial_params
 
 from . import losses
 from .convert import torch_to_canonical
 from .network import MVDNet
 
 log = logging.getLogger(__name__)
-
-_MODALITIES = ("visible", "thermal")
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -211,20 +209,9 @@ class TorchBackend:
         self._set_global_rng(outer)
 
         self.spec: dict[str, ParamSpec] = model_spec(cfg.model, self.num_classes)
-        params = init_params(self.spec, self.seed)
-        if cfg.model.pretrain:
-            from mvd_core.weights.pretrained import load_trunk_params
-
-            trunk = load_trunk_params(cfg.model.pretrain, cfg.model.width, cfg.model.blocks)
-            unknown = [k for k in trunk if k not in self.spec]
-            if unknown:
-                raise MvdError(f"{cfg.model.pretrain}: not trunk parameters: {unknown[:5]}")
-            params.update(trunk)
-            log.info("loaded %d pretrained trunk tensors from %s", len(trunk), cfg.model.pretrain)
-
         self.net = MVDNet(cfg.model, self.num_classes)
         self._tensors = self._canonical_tensors()
-        self._load(params, "initial parameters", strict=True)
+        self.load_state(initial_params(cfg.model, self.num_classes, self.seed))  # the contract's weights
         self.net.to(device=self.device, dtype=self._dtype)
         self._memory_format = (
             torch.channels_last if cfg.run.channels_last else torch.contiguous_format
@@ -342,17 +329,9 @@ class TorchBackend:
         return x
 
     def _batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        labels = np.asarray(batch.labels)
-        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise MvdError(
-                f"batch labels: expected 0..{self.num_classes - 1}, got "
-                f"{int(labels.min())}..{int(labels.max())}"
-            )
-        needs_neg = "tri" in preset_weights(self.cfg.loss.preset)
-        if needs_neg and len(np.unique(labels)) < 2:
-            raise MvdError("batch: the triplet loss needs at least two identities per batch")
+        check_batch(batch, self.num_classes, self.cfg.loss)
         x = self._images(batch.images)
-        y = torch.from_numpy(labels.astype(np.int64)).to(self.device, non_blocking=True)
+        y = torch.from_numpy(np.asarray(batch.labels, dtype=np.int64)).to(self.device, non_blocking=True)
         m = torch.from_numpy(np.asarray(batch.modality, dtype=np.int64)).to(
             self.device, non_blocking=True
         )
@@ -509,21 +488,12 @@ class TorchBackend:
         return result
 
     def extract_features(self, images: np.ndarray, modality: str) -> np.ndarray:
-        if modality not in _MODALITIES:
-            raise MvdError(f"modality {modality!r}: expected visible or thermal")
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise MvdError(f"images: expected (N, 3, H, W), got {images.shape}")
-        self.net.eval()
-        bs = max(1, int(self.cfg.eval.batch_size))
-        chunks = []
-        with torch.no_grad(), self._autocast():
-            for start in range(0, images.shape[0], bs):
-                f = self.net.extract(self._images(images[start : start + bs]))
-                chunks.append(f.cpu())
-        if not chunks:
+        images = check_images(images, modality)
+        if images.shape[0] == 0:
             return np.zeros((0, descriptor_dim(self.cfg.model)), np.float32)
-        return self._out(torch.cat(chunks))
+        self.net.eval()
+        with torch.no_grad(), self._autocast():
+            return self._out(self.net.extract(self._images(images)))
 
     def state(self) -> dict[str, np.ndarray]:
         return torch_to_canonical(self._tensors)

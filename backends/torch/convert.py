@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mvd_core.model.spec import trunk_blocks, trunk_spec
+from mvd_core.errors import CheckpointError
+from mvd_core.model.spec import check_arrays, trunk_blocks, trunk_spec
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,25 @@ def _unwrap(obj: Any, path: str) -> Mapping[str, Any]:
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: expected a state dict (or {{'state_dict': ...}}), got {type(obj).__name__}"
         )
     return obj
+
+
+def _read_state_dict(path: str, what: str) -> Mapping[str, torch.Tensor]:
+    """A state dict of tensors from a torch file (``weights_only=True``: no pickle code runs)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: {what} not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
+        raise CheckpointError(f"{path}: cannot read as a torch state dict ({e})") from None
+    sd = _unwrap(obj, path)
+    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: {bad[0]}: expected a tensor, got {type(sd[bad[0]]).__name__}")
+    return sd
 
 
 def read_torchvision_resnet50(
@@ -80,57 +96,24 @@ def read_torchvision_resnet50(
 
     Accepts a bare state dict or ``{"state_dict": ...}``; strips a ``module.`` prefix
     (DataParallel); drops ``fc.*`` and ``num_batches_tracked``. Anything else missing,
-    unexpected or mis-shaped raises ValueError naming it. Loaded with ``weights_only=True``:
+    unexpected or mis-shaped raises CheckpointError naming it. Loaded with ``weights_only=True``:
     no pickle code runs.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: pretrained ResNet-50 file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
-        raise ValueError(f"{path}: cannot read as a torch state dict ({e})") from None
-    sd = _unwrap(obj, path)
+    sd = _read_state_dict(path, "pretrained ResNet-50 file")
     if width is None:
         conv1 = sd.get("conv1.weight", sd.get("module.conv1.weight"))
         width = int(conv1.shape[0]) if isinstance(conv1, torch.Tensor) and conv1.ndim == 4 else 64
     # the file's own depth (ResNet-50, -101, ...): the caller checks it against the model's
     spec = trunk_spec(width, blocks=trunk_blocks(k.removeprefix("module.") for k in sd))
     out: dict[str, np.ndarray] = {}
-    unexpected: list[str] = []
     for key, value in sd.items():
-        name = key[len("module.") :] if key.startswith("module.") else key
+        name = key.removeprefix("module.")
         if name.startswith("fc.") or is_torch_only(name):
             continue
-        if name not in spec:
-            unexpected.append(key)
-            continue
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{path}: {key}: expected a tensor, got {type(value).__name__}")
         out[name] = value.detach().to(torch.float32).numpy().copy()
-    missing = [k for k in spec if k not in out]
-    shapes = [
-        f"{k} {out[k].shape} != {spec[k].shape}"
-        for k in spec
-        if k in out and out[k].shape != spec[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(
-            "missing: " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        )
-    if unexpected:
-        problems.append(
-            "unexpected: " + ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else "")
-        )
-    if shapes:
-        problems.append(
-            "mis-shaped: " + ", ".join(shapes[:10]) + (" ..." if len(shapes) > 10 else "")
-        )
-    if problems:
-        raise ValueError(
-            f"{path}: not a torchvision ResNet-50 at width {width}: " + "; ".join(problems)
-        )
+    check_arrays(out, {k: s.shape for k, s in spec.items()}, f"{path}: not a torchvision "
+                 f"ResNet-50 at width {width}", dtypes=None)
     log.info("read %d torchvision ResNet-50 tensors from %s", len(out), path)
     return {k: out[k] for k in spec}
 
@@ -151,16 +134,7 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """A whole MVD model from a torch state dict file (``weights_only=True``) → canonical
     arrays (a ``module.`` prefix is stripped; ``num_batches_tracked`` dropped)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: torch state dict not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
-        raise ValueError(f"{path}: cannot read as a torch state dict ({e})") from None
-    sd = _unwrap(obj, path)
-    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f"{path}: {bad[0]}: expected a tensor")
+    sd = _read_state_dict(path, "torch state dict")
     return torch_to_canonical({k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()})
 
 

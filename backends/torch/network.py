@@ -16,20 +16,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mvd_core.config import ModelConfig
-from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS
-from mvd_core.model.spec import BLOCKS, BN_EPS, BN_MOMENTUM, EXPANSION, LEAKY_SLOPE, feat_dim
-
-#: ITU-R 601 luma weights used for the grey view (SPEC §2; MindSpore's 0.1440 typo not copied)
-GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
-
-#: which branch and which input view produce each observation / representation
-OBS_SOURCES: dict[str, tuple[str, str]] = {
-    "v_obs": ("v", "rgb"),
-    "i_obs": ("i", "gray"),
-    "v_ms_obs": ("s", "rgb"),
-    "i_ms_obs": ("s", "gray"),
-}
-REP_OF_OBS: dict[str, str] = dict(zip(OBSERVATIONS, REPRESENTATIONS, strict=True))
+from mvd_core.interface import OBSERVATIONS
+from mvd_core.model.spec import (
+    BLOCKS,
+    BN_EPS,
+    BN_MOMENTUM,
+    EXPANSION,
+    GRAY_WEIGHTS,
+    LEAKY_SLOPE,
+    OBS_SOURCES,
+    REP_OF_OBS,
+    feat_dim,
+)
 
 
 def _bn2d(n: int, eps: float = BN_EPS, momentum: float = BN_MOMENTUM) -> nn.BatchNorm2d:

@@ -16,11 +16,15 @@ Canonical names are the torch backend's ``state_dict`` names (without ``num_batc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from mvd_core.config import ModelConfig
+from mvd_core.errors import CheckpointError, ConfigError, MvdError
+from mvd_core.interface import OBSERVATIONS, REPRESENTATIONS
 
 BRANCHES = ("v", "i", "s")
 BLOCKS = (3, 4, 6, 3)  # ResNet-50 (the default model.blocks)
@@ -40,6 +44,18 @@ LINEAR_U = "uniform_fan_in"  # torch nn.Linear default: U(-1/sqrt(fan_in), 1/sqr
 KAIMING_OUT_LINEAR = "kaiming_normal_fan_out_linear"  # PT VIB encoder: N(0, 2/out_features)
 NORMAL_1_002 = "normal_1_0.02"  # PT VIB encoder BatchNorm1d weight: N(1, 0.02)
 HEAD_INITS = ("framework", "pt")
+
+#: ITU-R 601 luma weights of the grey view (SPEC §2; the MindSpore code's 0.1440 typo not copied)
+GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+#: which branch and which input view ("rgb" | "gray") produce each observation
+OBS_SOURCES: dict[str, tuple[str, str]] = {
+    "v_obs": ("v", "rgb"),
+    "i_obs": ("i", "gray"),
+    "v_ms_obs": ("s", "rgb"),
+    "i_ms_obs": ("s", "gray"),
+}
+#: the representation (VIB head output) of each observation
+REP_OF_OBS: dict[str, str] = dict(zip(OBSERVATIONS, REPRESENTATIONS, strict=True))
 
 
 @dataclass(frozen=True)
@@ -140,14 +156,14 @@ def model_spec(cfg: ModelConfig, num_classes: int) -> dict[str, ParamSpec]:
     ``optim.trunk_lr_mult``), "head" the VIB heads (``*_bottleneck``, at ``optim.head_lr_mult``).
     """
     if num_classes < 1:
-        raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
+        raise ConfigError(f"num_classes: expected >= 1, got {num_classes}")
     fd = feat_dim(cfg)
     h1, h2 = cfg.vib_hidden
     out: dict[str, ParamSpec] = {}
     if not cfg.residual_gain >= 0:
-        raise ValueError(f"model.residual_gain: expected >= 0, got {cfg.residual_gain}")
+        raise ConfigError(f"model.residual_gain: expected >= 0, got {cfg.residual_gain}")
     if cfg.head_init not in HEAD_INITS:
-        raise ValueError(f"model.head_init: {cfg.head_init!r} is not one of {', '.join(HEAD_INITS)}")
+        raise ConfigError(f"model.head_init: {cfg.head_init!r} is not one of {', '.join(HEAD_INITS)}")
     pt = cfg.head_init == "pt"
     enc_w = KAIMING_OUT_LINEAR if pt else LINEAR_U  # PT: weights_init_kaiming on the encoder
     enc_bn = NORMAL_1_002 if pt else ""
@@ -209,37 +225,60 @@ def init_params(spec: dict[str, ParamSpec], seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def check_state(
-    params: dict[str, np.ndarray], spec: dict[str, ParamSpec], source: str, strict: bool = True
+def _listed(items: list[str], limit: int = 10) -> str:
+    return ", ".join(items[:limit]) + (" ..." if len(items) > limit else "")
+
+
+def check_arrays(
+    arrays: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, ...]],
+    source: str,
+    *,
+    strict: bool = True,
+    dtypes: str | Mapping[str, str] | None = "float32",
+    label: Callable[[str], str] = str,
+    error: type[MvdError] = CheckpointError,
 ) -> None:
-    """Raise :class:`~mvd_core.errors.CheckpointError` (a ValueError) naming every missing,
-    unexpected, mis-shaped or non-float32 entry (``source`` names the file or object being
-    loaded): an int32 conv weight, a uint8 variance or a float16 tensor is never cast silently."""
-    from mvd_core.errors import CheckpointError
+    """The one "missing / unexpected / mis-shaped / wrong dtype" report of the project.
 
-    def listed(items: list[str]) -> str:
-        return ", ".join(items[:10]) + (" ..." if len(items) > 10 else "")
-
-    missing = [k for k in spec if k not in params]
-    unexpected = [k for k in params if k not in spec]
-    shapes = [
-        f"{k}: expected {spec[k].shape}, got {tuple(np.shape(params[k]))}"
-        for k in spec
-        if k in params and tuple(np.shape(params[k])) != spec[k].shape
+    ``arrays`` (name → array) is checked against ``shapes`` (name → expected shape): raise
+    ``error`` (default :class:`~mvd_core.errors.CheckpointError`) naming every entry of ``shapes``
+    that is absent (unless ``strict`` is False: a partial load), every name that ``shapes`` does
+    not hold (always), every mis-shaped entry and, unless ``dtypes`` is None, every entry whose
+    dtype is not ``dtypes`` (one dtype name for all, or name → dtype name; never cast silently).
+    ``source`` names the file or object being loaded; ``label`` turns a name into the one the
+    message shows (e.g. a framework's own name)."""
+    missing = [label(k) for k in shapes if k not in arrays]
+    unexpected = [label(k) for k in arrays if k not in shapes]
+    mis_shaped = [
+        f"{label(k)}: expected {tuple(shapes[k])}, got {tuple(np.shape(arrays[k]))}"
+        for k in shapes
+        if k in arrays and tuple(np.shape(arrays[k])) != tuple(shapes[k])
     ]
-    dtypes = [
-        f"{k}: expected float32, got {np.asarray(params[k]).dtype}"
-        for k in spec
-        if k in params and np.asarray(params[k]).dtype != np.float32
-    ]
+    wrong_dtype = []
+    if dtypes is not None:
+        for k in shapes:
+            want = dtypes if isinstance(dtypes, str) else dtypes.get(k)
+            if k in arrays and want is not None and np.asarray(arrays[k]).dtype != np.dtype(want):
+                wrong_dtype.append(f"{label(k)}: expected {want}, got {np.asarray(arrays[k]).dtype}")
     problems = []
-    if shapes:
-        problems.append("mis-shaped: " + listed(shapes))
-    if dtypes:
-        problems.append("wrong dtype: " + listed(dtypes))
+    if mis_shaped:
+        problems.append("mis-shaped: " + _listed(mis_shaped))
+    if wrong_dtype:
+        problems.append("wrong dtype: " + _listed(wrong_dtype))
     if strict and missing:
-        problems.append("missing: " + listed(missing))
-    if strict and unexpected:
-        problems.append("unexpected: " + listed(unexpected))
+        problems.append("missing: " + _listed(missing))
+    if unexpected:
+        problems.append("unexpected: " + _listed(unexpected))
     if problems:
-        raise CheckpointError(f"{source}: " + "; ".join(problems))
+        raise error(f"{source}: " + "; ".join(problems))
+
+
+def check_state(
+    params: Mapping[str, Any], spec: Mapping[str, ParamSpec], source: str, strict: bool = True
+) -> None:
+    """Raise :class:`~mvd_core.errors.CheckpointError` (a ValueError) naming every missing
+    (``strict`` only), unexpected, mis-shaped or non-float32 entry of ``params`` against the
+    model's ``spec`` (``source`` names the file or object being loaded): an int32 conv weight,
+    a uint8 variance or a float16 tensor is never cast silently (:func:`check_arrays`)."""
+    check_arrays(params, {k: s.shape for k, s in spec.items()}, source, strict=strict)

@@ -12,18 +12,28 @@ Nothing is downloaded. Accepted files (torchvision parameter names unless stated
 ``fc.*`` (the ImageNet classifier) and ``num_batches_tracked`` are dropped; every other name
 must match a torchvision ResNet-50 at the model's width exactly (missing, unexpected or
 mis-shaped names are an error naming them).
+
+:func:`initial_params` is the one place a model's starting weights are made (the way timm's
+builder loads weights into a model): every backend loads its result through ``load_state``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mvd_core.errors import MvdError
-from mvd_core.model.spec import BLOCKS, BRANCHES, check_state, trunk_spec
+from mvd_core.errors import CheckpointError
+from mvd_core.model.spec import BLOCKS, BRANCHES, check_state, init_params, model_spec, trunk_spec
 from mvd_core.registry import describe_suffixes, suffix_backend, weight_converter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mvd_core.config import ModelConfig
+
+log = logging.getLogger(__name__)
 
 
 def clean_resnet50_names(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -42,7 +52,7 @@ def read_resnet50(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """A ResNet-50's parameters in torchvision names (float32), whatever the file format."""
     p = Path(path)
     if not p.is_file():
-        raise MvdError(f"{p}: pretrained weights file not found")
+        raise CheckpointError(f"{p}: pretrained weights file not found")
     suffix = p.suffix.lower()
     if suffix == ".safetensors":
         from safetensors.numpy import load_file
@@ -50,23 +60,18 @@ def read_resnet50(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         try:
             raw = load_file(str(p))
         except Exception as e:  # noqa: BLE001 - any parse failure is bad input
-            raise MvdError(f"{p}: not a readable safetensors file ({e})") from None
+            raise CheckpointError(f"{p}: not a readable safetensors file ({e})") from None
     elif suffix == ".npz":
         try:
             with np.load(p, allow_pickle=False) as z:
                 raw = {k: z[k] for k in z.files}
         except Exception as e:  # noqa: BLE001
-            raise MvdError(f"{p}: not a readable .npz file ({e})") from None
+            raise CheckpointError(f"{p}: not a readable .npz file ({e})") from None
     elif (backend := suffix_backend(suffix)) is not None:  # the backend table's weight suffixes
         reader = getattr(weight_converter(suffix, str(p)), backend.resnet50_reader)
-        try:
-            raw = reader(p)
-        except MvdError:
-            raise
-        except ValueError as e:
-            raise MvdError(str(e)) from None
+        raw = reader(p)  # a bad file: CheckpointError
     else:
-        raise MvdError(
+        raise CheckpointError(
             f"{p}: unknown weights format {suffix!r} "
             f"(expected .safetensors, .npz or {describe_suffixes()})"
         )
@@ -79,9 +84,20 @@ def load_trunk_params(
     """The file's ResNet weights (ResNet-50: ``blocks`` (3, 4, 6, 3)) as canonical MVD names
     for the v, i and s trunks, checked against the model's width and depth."""
     params = read_resnet50(path)
-    try:
-        check_state(params, trunk_spec(width, blocks=blocks),
-                    f"{path} (ResNet, width {width}, blocks {list(blocks)})")
-    except ValueError as e:
-        raise MvdError(str(e)) from None
+    check_state(params, trunk_spec(width, blocks=blocks),
+                f"{path} (ResNet, width {width}, blocks {list(blocks)})")
     return {f"{b}.trunk.{k}": v for b in BRANCHES for k, v in params.items()}
+
+
+def initial_params(model: ModelConfig, num_classes: int, seed: int) -> dict[str, np.ndarray]:
+    """A model's starting weights, canonical names, checked: the seeded NumPy initialisation of
+    :func:`~mvd_core.model.spec.model_spec` (the same bits on every backend) with, if
+    ``model.pretrain`` names a file, its ResNet weights in all three trunks."""
+    spec = model_spec(model, num_classes)
+    params = init_params(spec, seed)
+    if model.pretrain:
+        trunk = load_trunk_params(model.pretrain, model.width, model.blocks)
+        params.update(trunk)
+        log.info("loaded %d pretrained trunk tensors from %s", len(trunk), model.pretrain)
+    check_state(params, spec, f"{model.pretrain or 'initial parameters'}")
+    return params
