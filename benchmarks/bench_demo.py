@@ -21,8 +21,11 @@ the feature extraction of the test set (untrained, then once more), the 10-trial
 metrics, one checkpoint save -- and the batch build on one thread (the loader's CPU cost per step).
 
 Printed: per contender the median step, images/s, speed-up against the first contender and the
-demo's training time at the recipe's step count (steps x median step); then the split and the
-demo's estimated total. Absolute seconds depend on the machine's load (printed): compare ratios.
+demo's training time at the recipe's step count (steps x median step), in wall-clock seconds and
+in the main thread's CPU seconds (``time.thread_time``: at one torch thread the step's compute,
+which waiting for a core under load does not inflate -- an idle machine's wall-clock step is
+about this); then the split and the demo's estimated total. Absolute wall-clock seconds depend
+on the machine's load (printed): compare ratios.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ def bench_steps(base: Config, names: list[str], block: int, rounds: int, workers
             iters[n] = iter(loaders[n].epoch(epochs[n]))
             return next(iters[n])
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     losses: dict[str, list[float]] = {n: [] for n in names}
     lr = base.optim.lr
     try:
@@ -113,25 +117,28 @@ def bench_steps(base: Config, names: list[str], block: int, rounds: int, workers
             for n in names:
                 torch.set_num_threads(cfgs[n].run.threads)
                 for i in range(block):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     batch = next_batch(n)
                     out = backends[n].train_step(batch, lr)
-                    dt = time.perf_counter() - t0
+                    dt, dc = time.perf_counter() - t0, time.thread_time() - c0
                     losses[n].append(out["total"])
                     if i > 0:
                         times[n].append(dt)
+                        cpu[n].append(dc)
                 log.info("round %d %-10s median %.3f s (load %s)", r + 1, n,
                          statistics.median(times[n][-(block - 1):]), _load())
     finally:
         for n in names:
             loaders[n].close()
     ref = statistics.median(times[names[0]])
+    ref_cpu = statistics.median(cpu[names[0]])
     batch_size = base.data.num_ids * base.data.num_pos * 2
     rows = []
     for n in names:
-        med = statistics.median(times[n])
+        med, med_cpu = statistics.median(times[n]), statistics.median(cpu[n])
         rows.append({"contender": n, **parse_contender(n), "step_s": med, "images_per_s": batch_size / med,
-                     "speedup": ref / med, "step_s_all": times[n], "losses": losses[n]})
+                     "speedup": ref / med, "step_cpu_s": med_cpu, "speedup_cpu": ref_cpu / med_cpu,
+                     "step_s_all": times[n], "step_cpu_s_all": cpu[n], "losses": losses[n]})
     return {"rows": rows, "batch": batch_size}
 
 
@@ -205,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"load average before {load_before}, after {result['load_after']} ({result['cores']} cores); "
           f"batch {steps['batch']}, loader workers {result['workers']}, {total_steps} steps in the recipe")
-    print(f"{'contender':12s} {'step s':>7s} {'img/s':>7s} {'speed-up':>9s} {'training s':>11s}")
+    print(f"{'contender':12s} {'step s':>7s} {'img/s':>7s} {'speed-up':>9s} {'training s':>11s}"
+          f" {'step CPU s':>11s} {'speed-up':>9s} {'training CPU s':>15s}")
     for r in steps["rows"]:
         print(f"{r['contender']:12s} {r['step_s']:7.3f} {r['images_per_s']:7.1f} {r['speedup']:8.2f}x "
-              f"{r['step_s'] * total_steps:11.1f}")
+              f"{r['step_s'] * total_steps:11.1f} {r['step_cpu_s']:11.3f} {r['speedup_cpu']:8.2f}x "
+              f"{r['step_cpu_s'] * total_steps:15.1f}")
     if split:
         print(f"split outside the training steps ({names[0]}):")
         for k, v in split.items():
