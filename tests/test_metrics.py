@@ -336,7 +336,7 @@ def call(**over):
         ({"q_cams": np.array([[3, 6]])}, r"q_cams: expected a 1-D array of length 2"),
         ({"g_cams": np.array([1, 2, 4, 5])}, r"g_cams: expected a 1-D array of length 3"),
         ({"q_pids": np.array([1.0, 2.0])}, "q_pids: expected integer labels"),
-        ({"protocol": "dukemtmc"}, r"protocol: expected one of \('sysu', 'regdb', 'market'\)"),
+        ({"protocol": "dukemtmc"}, r"protocol: expected one of \('sysu', 'regdb', 'market', 'llcm'\)"),
         ({"max_rank": 0}, "max_rank: expected a positive integer"),
         ({"chunk": 0}, "chunk: expected a positive integer"),
         ({"q_pids": np.array([8, 9])}, "q_pids: no query has a true match"),

@@ -10,6 +10,9 @@ Conventions (SPEC §5):
 * ``protocol="regdb"``: nothing removed; standard CMC.
 * ``protocol="market"``: gallery items with the query's pid *and* camera are removed
   (torchreid / Market-1501 convention); standard CMC.
+* ``protocol="llcm"``: LLCM's ``eval_llcm`` (the data set's public code): the ``market`` removal
+  (same pid *and* camera number, across modalities), then the CMC on the identity-de-duplicated
+  list as for ``sysu``; mAP and mINP on the full (filtered) list.
 * AP = mean over true matches of ``k / rank_k``; INP = ``#true matches / rank of the last one``.
   Queries without a true match (after removal) are skipped; every average divides by the
   number of valid queries. A CMC curve keeps its last value past the end of a short list.
@@ -37,10 +40,10 @@ __all__ = ["PROTOCOLS", "DISTANCE_METRICS", "EvalResult", "PerQuery", "evaluate"
 
 log = logging.getLogger(__name__)
 
-Protocol = Literal["sysu", "regdb", "market"]
+Protocol = Literal["sysu", "regdb", "market", "llcm"]
 DistanceMetric = Literal["euclidean", "cosine"]
 
-PROTOCOLS: tuple[str, ...] = ("sysu", "regdb", "market")
+PROTOCOLS: tuple[str, ...] = ("sysu", "regdb", "market", "llcm")
 DISTANCE_METRICS: tuple[str, ...] = ("euclidean", "cosine")
 
 #: Default block size in distance-matrix entries (rows per block = this // num_gallery).
@@ -386,7 +389,7 @@ def _eval_block(
     first_rank = rank[first]
 
     if dedup:
-        first_rank = _dedup_first_rank(d, valid, cols[first], first_rank, u[valid], gal)
+        first_rank = _dedup_first_rank(d, valid, cols[first], u[valid], gal)
     detail = None
     if q_index is not None:  # per-query details: rank of every match, the top-K columns
         every = valid.shape[0] == n_rows  # no copy of the block when every row counts
@@ -419,26 +422,32 @@ def _dedup_first_rank(
     d: np.ndarray,
     valid: np.ndarray,
     first_col: np.ndarray,
-    first_rank: np.ndarray,
     true_group: np.ndarray,
     gal: _Gallery,
 ) -> np.ndarray:
     """Rank of the true identity in the list with repeated identities removed.
 
     = 1 + the number of other identities whose first occurrence comes before the first true
-    match; an identity's first occurrence is its minimum distance (ties: lowest index).
+    match (``first_col``: the first one kept); an identity's first occurrence is its minimum
+    distance (ties: lowest index). The true identity itself is never counted: with the
+    same-camera removal (``llcm``) its removed images may come before ``first_col``.
     """
     sub = d[valid]
+    rows = np.arange(valid.shape[0])
     per_id_min = np.minimum.reduceat(sub[:, gal.order], gal.starts, axis=1)  # (V, P)
-    t = sub[np.arange(valid.shape[0]), first_col][:, None]
-    ahead = (per_id_min < t).sum(axis=1)
+    t = sub[rows, first_col][:, None]
+    less = per_id_min < t
+    less[rows, true_group] = False
+    ahead = less.sum(axis=1)
     equal = per_id_min == t
-    equal[np.arange(valid.shape[0]), true_group] = False
+    equal[rows, true_group] = False
     tie = np.flatnonzero(equal.any(axis=1))
     if tie.shape[0]:
         pos = _stable_positions(sub[tie])
         first_pos = np.minimum.reduceat(pos[:, gal.order], gal.starts, axis=1)
-        ahead[tie] = (first_pos < (first_rank[tie] - 1)[:, None]).sum(axis=1)
+        before = first_pos < pos[np.arange(tie.shape[0]), first_col[tie]][:, None]
+        before[np.arange(tie.shape[0]), true_group[tie]] = False
+        ahead[tie] = before.sum(axis=1)
     return ahead + 1
 
 
@@ -459,7 +468,7 @@ def evaluate(
         distmat: distances, smaller = closer; finite; float32 is kept as is.
         q_pids, q_cams: integer identity / camera labels of the queries (rows).
         g_pids, g_cams: integer identity / camera labels of the gallery (columns).
-        protocol: ``"sysu"``, ``"regdb"`` or ``"market"`` (see the module docstring).
+        protocol: ``"sysu"``, ``"regdb"``, ``"market"`` or ``"llcm"`` (see the module docstring).
         max_rank: length of the returned CMC curve.
         chunk: query rows processed together (bounds the extra memory to a few
             ``chunk x num_gallery`` arrays); default: about 4M entries per block.
@@ -515,8 +524,8 @@ def evaluate(
                 q_pids[idx],
                 q_cams[idx],
                 gal,
-                remove_same_cam=protocol == "market",
-                dedup=protocol == "sysu",
+                remove_same_cam=protocol in ("market", "llcm"),
+                dedup=protocol in ("sysu", "llcm"),
                 acc=acc,
                 q_index=np.arange(start, stop) if rows is None else idx,
                 col_map=cols,
