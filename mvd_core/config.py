@@ -89,7 +89,7 @@ MIN_WIDTH = 16
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: Annotated[str, Choice("sysu", "regdb", "manifest", doc="Data set")] = "sysu"
+    dataset: Annotated[str, Choice("sysu", "regdb", "llcm", "manifest", doc="Data set")] = "sysu"
     root: str = ""  # data set root (raw layout, SPEC §6)
     cache: str = ""  # SYSU preprocessed .npy folder ("" = <root>)
     height: Annotated[int, Range(ge=MIN_HEIGHT, why="the network has 5 stride-2 stages")] = 288

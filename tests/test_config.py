@@ -146,7 +146,7 @@ def test_resolved_config_round_trips(tmp_path):
 
 #: the choice fields and their values, written out by hand (the config's fields must say so)
 EXPECTED_CHOICES = {
-    "data.dataset": ("sysu", "regdb", "manifest"), "data.sampler": ("ms", "pt"),
+    "data.dataset": ("sysu", "regdb", "llcm", "manifest"), "data.sampler": ("ms", "pt"),
     "data.augment": ("ms", "pt"), "data.resize": ("lanczos", "bilinear"),
     "data.erasing": ("ms", "zhong"), "model.feat_norm": ("part", "joint", "none"),
     "model.head_init": ("framework", "pt"),

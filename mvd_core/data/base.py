@@ -184,8 +184,9 @@ class TrainSet:
 @dataclass(frozen=True, eq=False)
 class TestSet:
     """Query and gallery of one evaluation. ``protocol``: ``"sysu"`` (thermal query, the whole
-    visible test set as gallery candidates, the trial draw done by ``mvd_core.eval.protocols``) or
-    ``"regdb"`` (the given query and gallery as is)."""
+    visible test set as gallery candidates, the trial draw done by ``mvd_core.eval.protocols``),
+    ``"llcm"`` (every query-modality test image; the other modality's test images as gallery
+    candidates, drawn per trial) or ``"regdb"`` (the given query and gallery as is)."""
 
     query: ImageSet
     gallery: ImageSet
@@ -195,8 +196,8 @@ class TestSet:
     trial: int | None = None
 
     def __post_init__(self) -> None:
-        if self.protocol not in ("sysu", "regdb"):
-            raise ValueError(f"TestSet.protocol: expected sysu|regdb, got {self.protocol!r}")
+        if self.protocol not in ("sysu", "regdb", "llcm"):
+            raise ValueError(f"TestSet.protocol: expected sysu|regdb|llcm, got {self.protocol!r}")
         for what, part in (("query", self.query), ("gallery", self.gallery)):
             if len(part) == 0:
                 raise DataError(f"{self.name}: empty {what} (empty split)")

@@ -1,4 +1,4 @@
-"""Synthetic visible–infrared re-identification data in the real SYSU-MM01 / RegDB layouts.
+"""Synthetic visible–infrared re-identification data in the real SYSU-MM01 / RegDB / LLCM layouts.
 
 Every reader, ``mvd prepare``, training and evaluation run their real code paths on it.
 
@@ -43,8 +43,16 @@ Layouts
   ``Thermal/{pid}/..._t_...bmp`` pair (same pose per frame, as RegDB's two cameras fire together),
   ``idx/{train,test}_{visible,thermal}_{1..10}.txt`` with lines ``relpath label``: each trial a
   random half of the ids trains, the rest tests, labels renumbered from 0 in each split.
+* ``synth_llcm``: the layout LLCM's public code reads (:mod:`mvd_core.data.llcm`):
+  ``test_vis/cam{1..9}/{pid:04d}/*.jpg``, ``test_nir/cam{1,2,4..9}/{pid:04d}/*.jpg`` (no infrared
+  camera 3), ``idx/test_id.txt`` (one comma-separated line) and ``idx/train_{vis,nir}.txt`` with
+  lines ``relpath label`` (labels 0..C-1 over the training ids). The training images lie in
+  ``train_vis/`` and ``train_nir/`` with the test folders' structure -- the public code reads only
+  the lists, so that part is this generator's choice, not the real data set's. Each id has a
+  random subset of the cameras (at least one of each modality). The visible images are *not*
+  rendered in low light: what is LLCM's here is the layout and the protocol, not its conditions.
 
-Both write into a temporary folder and rename it into place (no partial output), and add
+All write into a temporary folder and rename it into place (no partial output), and add
 ``mvd_synth.json`` (parameters, counts) so a re-run may replace its own earlier output; they refuse
 to overwrite a folder that was not written by them. Output is a pure function of the arguments.
 Defaults: SYSU 60 ids × 6 cameras × 5 images (~1,600 images of about 64×128) in a few seconds;
@@ -82,9 +90,12 @@ SYSU_CAM_SIZES: dict[int, tuple[int, int]] = {
 SYSU_VISIBLE = (1, 2, 4, 5)
 SYSU_THERMAL = (3, 6)
 REGDB_SIZE = (128, 64)
+LLCM_VISIBLE = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+LLCM_INFRARED = (1, 2, 4, 5, 6, 7, 8, 9)
+LLCM_SIZE = (128, 64)
 
 # seed-sequence tags (distinct first words after the seed; ids/cams >= 1 so no trailing zeros)
-_T_IDENT, _T_CAM, _T_IMG, _T_SPLIT, _T_TRIAL, _T_REGDB = 11, 12, 13, 14, 15, 16
+_T_IDENT, _T_CAM, _T_IMG, _T_SPLIT, _T_TRIAL, _T_REGDB, _T_LLCM = 11, 12, 13, 14, 15, 16, 17
 
 
 # ----------------------------------------------------------------------------- colour helpers
@@ -694,4 +705,73 @@ def synth_regdb(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("synthetic RegDB in %s: %d ids, %d images, %d trials", out, ids, info.images, trials)
+    return info
+
+
+def synth_llcm(
+    out: str | os.PathLike[str],
+    ids: int = 40,
+    images_per_cam: int = 2,
+    seed: int = 0,
+    *,
+    test_fraction: float = 1 / 3,
+    missing_cam_p: float = 0.5,
+    quality: int = 90,
+) -> SynthInfo:
+    """Write a synthetic LLCM to ``out`` (see the module docstring): ``images_per_cam`` images per
+    present (camera, id); ``test_fraction`` of the ids test (the real split: 351 of 1,064), the
+    rest train; each camera is absent for an id with chance ``missing_cam_p``."""
+    out = Path(out)
+    _check_args(ids, images_per_cam, seed, 2)
+    if not 0 < test_fraction < 1:
+        raise DataError(f"test_fraction: expected a fraction in (0, 1), got {test_fraction}")
+    _prepare_out(out)
+    perm = np.random.default_rng([seed, _T_SPLIT, ids, _T_LLCM]).permutation(np.arange(1, ids + 1))
+    n_test = min(ids - 1, max(1, int(round(test_fraction * ids))))
+    splits = {"train": sorted(perm[n_test:].tolist()), "test": sorted(perm[:n_test].tolist())}
+    label = {pid: k for k, pid in enumerate(splits["train"])}
+    cams = {("vis", c): make_camera(seed, c, False, LLCM_SIZE, tag=_T_LLCM) for c in LLCM_VISIBLE}
+    cams.update({("nir", c): make_camera(seed, 10 + c, True, LLCM_SIZE, tag=_T_LLCM) for c in LLCM_INFRARED})
+    tmp = make_temp_dir(out)  # mode 0o777 & ~umask, not mkdtemp's 0700
+    lists: dict[str, list[str]] = {"vis": [], "nir": []}
+    n_img = 0
+    try:
+        for pid in range(1, ids + 1):
+            idt = make_identity(seed, pid)
+            split = "train" if pid in label else "test"
+            r = np.random.default_rng([seed, _T_LLCM, pid])
+            for mod, mcams in (("vis", LLCM_VISIBLE), ("nir", LLCM_INFRARED)):
+                present = r.random(len(mcams)) >= missing_cam_p
+                if not present.any():
+                    present[int(r.integers(len(mcams)))] = True
+                for c, here in zip(mcams, present.tolist()):
+                    if not here:
+                        continue
+                    cam = cams[(mod, c)]
+                    cr = np.random.default_rng([seed, _T_LLCM, pid, 1 + (mod == "nir"), c])
+                    imgs = render(idt, _draw_poses(cr, images_per_cam, cam), cam, cr)
+                    rel = Path(f"{split}_{mod}") / f"cam{c}" / f"{pid:04d}"
+                    (tmp / rel).mkdir(parents=True)
+                    for j in range(images_per_cam):
+                        name = f"{pid:04d}_c{c}_{j + 1:04d}.jpg"
+                        Image.fromarray(imgs[j]).save(tmp / rel / name, quality=quality)
+                        if split == "train":
+                            lists[mod].append(f"{(rel / name).as_posix()} {label[pid]}")
+                    n_img += images_per_cam
+        for mod in ("vis", "nir"):
+            (tmp / f"test_{mod}").mkdir(exist_ok=True)
+        (tmp / "idx").mkdir()
+        for mod in ("vis", "nir"):
+            (tmp / "idx" / f"train_{mod}.txt").write_text("\n".join(lists[mod]) + "\n")
+        (tmp / "idx" / "test_id.txt").write_text(",".join(str(i) for i in splits["test"]) + "\n")
+        info = SynthInfo("llcm", str(out), ids, n_img, seed,
+                         {"images_per_cam": images_per_cam, "test_fraction": test_fraction,
+                          "missing_cam_p": missing_cam_p, "quality": quality}, splits)
+        _write_marker(tmp, info)
+        _commit(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("synthetic LLCM in %s: %d ids (%d train, %d test), %d images",
+             out, ids, len(splits["train"]), len(splits["test"]), n_img)
     return info

@@ -81,7 +81,7 @@ def evaluate_backend_all(
     qf, gf = testset_features(backend, testset, cfg)
     reports = evaluate_all(testset, qf, gf, cfg.eval, sysu_modes=tuple(sysu_modes), shots=tuple(shots),
                            rerank=rerank)
-    if testset.protocol == "regdb":
+    if testset.protocol in ("regdb", "llcm"):  # regdb-v2t-trial1, llcm-v2t: the direction
         keep = tuple(regdb_modes)
         reports = {k: r for k, r in reports.items() if k.split("-")[1] in keep}
     return reports

@@ -1,4 +1,5 @@
-"""Evaluation protocols (SPEC §5): SYSU-MM01 gallery draws and trials, RegDB trials, reports.
+"""Evaluation protocols (SPEC §5): SYSU-MM01 gallery draws and trials, RegDB trials, LLCM gallery
+draws and trials (both directions), reports.
 
 Typical use by a driver::
 
@@ -54,6 +55,10 @@ __all__ = [
     "RegDBTrial",
     "regdb_trial",
     "run_regdb",
+    "LLCM_TRIALS",
+    "LLCM_DIRECTIONS",
+    "llcm_gallery_indices",
+    "run_llcm",
     "Report",
     "protocol_key",
     "evaluate",
@@ -81,6 +86,10 @@ SYSU_TRIALS: tuple[int, ...] = tuple(range(10))
 REGDB_TRIALS: tuple[int, ...] = tuple(range(1, 11))
 #: RegDB directions: visible query -> thermal gallery, and the reverse.
 REGDB_DIRECTIONS: tuple[str, ...] = ("v2t", "t2v")
+#: LLCM trials = seeds of the gallery draw (the public test scripts: ``range(10)``).
+LLCM_TRIALS: tuple[int, ...] = tuple(range(10))
+#: LLCM directions: visible query -> infrared gallery ("VIS to IR"), and the reverse ("IR to VIS").
+LLCM_DIRECTIONS: tuple[str, ...] = ("v2t", "t2v")
 #: Columns of a report, in percent.
 REPORT_COLUMNS: tuple[str, ...] = ("R1", "R5", "R10", "R20", "mAP", "mINP")
 
@@ -519,6 +528,109 @@ def run_regdb(
 
 
 # --------------------------------------------------------------------------------------------
+# LLCM
+
+
+def llcm_gallery_indices(
+    g_pids: np.ndarray,
+    g_cams: np.ndarray,
+    trial: int = 0,
+    *,
+    file_index: np.ndarray | None = None,
+) -> np.ndarray:
+    """Indices into the gallery-modality test images forming one LLCM trial's gallery: the
+    public ``process_gallery_llcm`` (``DEEN/data_manager.py``, see :mod:`mvd_core.data.llcm`):
+    ``random.seed(trial)``, then for each id in ascending order and each of its cameras in
+    ascending order, one ``random.choice`` over that folder's sorted files. ``file_index``: each
+    image's position in its folder's sorted file list (:func:`sysu_file_index`; default: the
+    order of appearance within each (id, camera) group)."""
+    g_pids = _labels("g_pids", g_pids)
+    g_cams = _labels("g_cams", g_cams, g_pids.shape[0])
+    if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or trial < 0:
+        raise MvdError(f"trial: expected a non-negative integer seed, got {trial!r}")
+    n = g_pids.shape[0]
+    if n == 0:
+        raise MvdError("g_pids: expected at least one gallery image")
+    fidx = sysu_file_index(g_pids, g_cams) if file_index is None else _labels("file_index", file_index, n)
+    order = np.lexsort((fidx, g_cams, g_pids))  # (id, camera) groups ascending, files in order
+    p, c = g_pids[order], g_cams[order]
+    starts = np.flatnonzero(np.r_[True, (p[1:] != p[:-1]) | (c[1:] != c[:-1])])
+    ends = np.r_[starts[1:], n]
+    rng = random.Random(int(trial))  # == random.seed(trial)
+    out = np.empty(starts.shape[0], np.int64)
+    for j, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
+        if not np.array_equal(fidx[order[s:e]], np.arange(e - s)):
+            raise MvdError(f"file_index: camera {c[s]} person {p[s]}: expected positions "
+                           f"0..{e - s - 1} in the folder's sorted file list")
+        out[j] = order[s + rng.choice(range(e - s))]
+    return out
+
+
+def run_llcm(
+    q_feats: np.ndarray,
+    q_pids: np.ndarray,
+    q_cams: np.ndarray,
+    g_feats: np.ndarray,
+    g_pids: np.ndarray,
+    g_cams: np.ndarray,
+    direction: RegDBDirection = "t2v",
+    trials: Iterable[int] = LLCM_TRIALS,
+    metric: DistanceMetric = "euclidean",
+    *,
+    g_file_index: np.ndarray | None = None,
+    max_rank: int = 20,
+    chunk: int | None = None,
+    rerank: bool = False,
+) -> Report:
+    """LLCM over gallery-draw trials: every query-modality test image against each trial's
+    :func:`llcm_gallery_indices` draw from the other modality's test images; ``protocol="llcm"``
+    (same pid and camera removed, CMC on the identity-de-duplicated list). ``direction``: ``t2v``
+    = infrared queries ("IR to VIS", the public default), ``v2t`` = visible queries. The query x
+    whole-gallery distances are computed once; each trial selects its columns."""
+    direction = _choice("direction", direction, LLCM_DIRECTIONS)  # type: ignore[assignment]
+    n_q = _rows("q_feats", q_feats)
+    n_g = _rows("g_feats", g_feats)
+    q_pids, q_cams = _labels("q_pids", q_pids, n_q), _labels("q_cams", q_cams, n_q)
+    g_pids, g_cams = _labels("g_pids", g_pids, n_g), _labels("g_cams", g_cams, n_g)
+    trials = list(trials)
+    if not trials:
+        raise MvdError("trials: expected at least one trial seed")
+    dist = None if rerank else distance(q_feats, g_feats, metric)
+    if rerank:
+        from mvd_core.eval.rerank import squared_distances
+
+        qq_sq = squared_distances(q_feats, q_feats)
+    arrow = {"v2t": "visible->infrared", "t2v": "infrared->visible"}[direction]
+    rows: list[tuple[int, EvalResult]] = []
+    for trial in trials:
+        idx = llcm_gallery_indices(g_pids, g_cams, trial, file_index=g_file_index)
+        result = evaluate_distances(
+            _rerank(q_feats, np.asarray(g_feats)[idx], qq_sq) if rerank else dist[:, idx],  # type: ignore[index]
+            q_pids, g_pids[idx], q_cams, g_cams[idx],
+            protocol="llcm", max_rank=max_rank, chunk=chunk,
+        )
+        if result.per_query is not None:  # top-K columns of this draw → rows of the whole set
+            pq = result.per_query
+            result = EvalResult(result.cmc, result.mAP, result.mINP, result.num_valid,
+                                per_query=type(pq)(**{**vars(pq), "top": idx[pq.top]}))
+        log.info("LLCM %s trial %s: R1 %.2f mAP %.2f", direction, trial, 100 * result.cmc[0], 100 * result.mAP)
+        rows.append((int(trial), result))
+    return Report.from_results(
+        rows,
+        name=f"LLCM {arrow}",
+        settings={
+            "dataset": "llcm",
+            "direction": direction,
+            "gallery_draw": "public (random.seed(trial), one random.choice per id and camera)",
+            "metric": metric,
+            "num_query": n_q,
+            "max_rank": max_rank,
+            **({"rerank": "k-reciprocal"} if rerank else {}),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # report
 
 
@@ -643,6 +755,8 @@ def protocol_key(testset: TestSet, cfg: EvalConfig) -> str:
     ``regdb-v2t-trial3``, ``val-t2v``."""
     if testset.protocol == "sysu":
         return f"sysu-{cfg.sysu_mode}-{cfg.shot}"
+    if testset.protocol == "llcm":
+        return f"llcm-{testset.direction}"
     if testset.trial is None:
         return f"val-{testset.direction}"
     return f"regdb-{testset.direction}-trial{testset.trial}"
@@ -661,7 +775,8 @@ def evaluate(
 
     SYSU-MM01 (``testset.protocol == "sysu"``): ``cfg.sysu_mode`` / ``cfg.shot`` over
     ``trials`` (default ``cfg.trials``) gallery draws. RegDB: the test set's trial and direction
-    (its query modality); a validation split (``trial`` None) is one "val" row. ``rerank``:
+    (its query modality); a validation split (``trial`` None) is one "val" row. LLCM: its
+    direction over ``trials`` (default ``cfg.trials``) gallery draws (:func:`run_llcm`). ``rerank``:
     k-reciprocal re-ranking of each trial's query x gallery distances (:mod:`mvd_core.eval.rerank`).
     """
     q, g = testset.query, testset.gallery
@@ -676,6 +791,14 @@ def evaluate(
             q_feats, q.pids, q.cams, g_feats, g.pids, g.cams,
             mode=cfg.sysu_mode, shot=cfg.shot, trials=range(n), metric=cfg.metric,  # type: ignore[arg-type]
             **sysu_draw_inputs(testset, cfg),  # cfg.gallery_draw (agw | official | seeded)
+            rerank=rerank,
+        )
+    if testset.protocol == "llcm":
+        n = cfg.trials if trials is None else trials
+        return run_llcm(
+            q_feats, q.pids, q.cams, g_feats, g.pids, g.cams, direction=testset.direction,  # type: ignore[arg-type]
+            trials=range(n), metric=cfg.metric,  # type: ignore[arg-type]
+            g_file_index=sysu_file_index(g.pids, g.cams, g.paths) if g.paths is not None else None,
             rerank=rerank,
         )
     direction = testset.direction
@@ -703,7 +826,8 @@ def evaluate_all(
     rerank: bool = False,
 ) -> dict[str, Report]:
     """Every protocol of the test set from one feature extraction, keyed by :func:`protocol_key`:
-    SYSU-MM01 each of ``sysu_modes`` × ``shots``; RegDB both directions of its trial."""
+    SYSU-MM01 each of ``sysu_modes`` × ``shots``; RegDB both directions of its trial; LLCM both
+    directions (``llcm-v2t``, ``llcm-t2v``)."""
     import dataclasses
 
     out: dict[str, Report] = {}
