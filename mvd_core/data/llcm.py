@@ -29,7 +29,8 @@ lines they come from; this module follows them:
   (L199-200) with the query features extracted once (L198); ``AGW/test.py`` (b995c706) the same.
 * **Directions** -- ``test_mode = [1, 2]`` = gallery mode 1, query mode 2: "IR to VIS" (the
   default, ``DEEN/test.py`` L60, ``DEEN/train.py`` L67); ``[2, 1]``: "VIS to IR" (visible
-  queries, the infrared draw as gallery). The README's results table gives both directions.
+  queries, the infrared draw as gallery). ``DEEN/README.md``'s LLCM table has two groups of
+  Rank/mAP columns, not labelled by direction in the table.
   (``DEEN/test.py``'s ``[2, 1]`` branch, L222-234, puts the drawn gallery in the query role of
   its distance matrix; ``AGW/test.py`` does not; here both directions are query x drawn gallery.)
 * **Metric** -- ``eval_llcm`` (``AGW/eval_metrics.py`` d62fc3a9 L6-84; DEEN imports the same
@@ -37,7 +38,10 @@ lines they come from; this module follows them:
   camera number are removed (L32; camera numbers are shared across the two modalities), the
   reported CMC is on the ranked list with repeated identities removed (L38-45, returned L84),
   mAP and mINP on the full remaining list (L47-73); queries without a remaining true match are
-  skipped (L48-50). Here: ``protocol="llcm"`` of :func:`mvd_core.eval.metrics.evaluate`.
+  skipped (L48-50); the CMC rows of skipped queries (all zero) are summed too, but every mean
+  divides by the number of valid queries (L64, L78, L81), so they change nothing. Here:
+  ``protocol="llcm"`` of :func:`mvd_core.eval.metrics.evaluate`. (``DEEN/eval_metrics.py`` was
+  not among the stored files read; the AGW copy is the one cited.)
 
 What this reader adds (not from the code): the training image's camera is the number of a
 ``camN`` folder in its path when there is one (else -1); its person id is the file's label. A
