@@ -12,7 +12,8 @@ compiled functions, compiled once per input shape: the gradient (forward, losses
 optimiser update, with the gradients handed over between them. The modes differ in the rest:
 
 * ``"graph"``: ``forward()``, ``loss_terms()`` and ``extract_features()`` are compiled too
-  (the last chunk of an evaluation is padded to the compiled batch shape);
+  (a chunk smaller than ``eval.batch_size`` -- the last one of an evaluation -- is padded to
+  that shape once it is compiled, instead of compiling another);
 * ``"pynative"`` (default): they run eagerly, op by op (no compilation, any batch shape).
 
 Speed: one fused graph of the whole step (gradient + update, joined with ``ops.depend``) was
@@ -39,10 +40,8 @@ step eager (MindSpore 2.8.0, CPU, tiny recipe, id+tri+kldiv) RSS grew ~360 KB/st
 the two compiled blocks it is flat (< 1 KB/step) in both modes. Compiled graphs create
 their kernels once. See ``benchmarks/bench_memory.py`` and ``tests/test_memory.py``.
 
-Optimisers are written out to match ``torch.optim.Adam`` / ``torch.optim.SGD`` exactly (L2
-weight decay added to the gradient; Adam's eps added to sqrt(v)/sqrt(1−β2^t); Nesterov SGD as
-torch); MindSpore's ``nn.Adam`` places eps differently. Scalar factors (lr·mult/(1−β1^t),
-sqrt(1−β2^t)) are computed in float64 on the host as torch does.
+Optimisers: ``backends/mindspore/optim.py`` (``torch.optim.Adam`` / ``SGD`` exactly, over flat
+buffers; state in the layout of ``mvd_core.weights.optim_state``).
 
 Dropout (VIB classifier) masks are drawn on the host from ``np.random.default_rng((seed,
 draw))`` — the backend's own counter-based generator — and fed to the network, so the same
@@ -62,19 +61,19 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mvd_backends.mindspore.convert import ms_name
 from mvd_backends.mindspore.losses import _MVDLoss
 from mvd_backends.mindspore.network import MVDNet
+from mvd_backends.mindspore.optim import Optimizer
 from mvd_core.config import Config
 from mvd_core.devices import cpu_threads
 from mvd_core.errors import BackendUnavailable, CheckpointError, MvdError
-from mvd_core.interface import TAP_NAMES, Batch
-from mvd_core.model.losses import preset_weights
-from mvd_core.model.spec import check_state, init_params, model_spec
+from mvd_core.interface import TAP_NAMES, Batch, check_batch, check_images
+from mvd_core.model.spec import check_state, descriptor_dim, model_spec
 from mvd_core.registry import check_amp, check_precision
 from mvd_core.train.distributed import DistEnv, check_backend, current
+from mvd_core.weights import optim_state
+from mvd_core.weights.pretrained import initial_params
 
 log = logging.getLogger(__name__)
 
-_MODALITIES = ("visible", "thermal")
-_GROUPS = ("trunk", "head")
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,125 +140,6 @@ def _configure_cpu_threads(requested: int = 0, workers: int = 0) -> int | None:
         log.debug("MindSpore CPU kernel threads not set (%s)", e)
         return None
     return n
-
-
-# --------------------------------------------------------------------------------------------
-# optimisers written as torch's
-# --------------------------------------------------------------------------------------------
-
-
-_adam = ops.MultitypeFuncGraph("torch_adam")
-
-
-@_adam.register(
-    "Number", "Number", "Number", "Number", "Number",
-    "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
-)
-def _adam_update(c1, b2, c2, eps, wd, step_size, bc2_sqrt, p, m, v, g):  # noqa: ANN001
-    # c1 = 1−β1, c2 = 1−β2 are computed on the host in float64: written as (1.0 - b2) here, a
-    # compiled graph folds it in float32 (1 − 0.999f = 0.00099998713: v 1.3e-5 off)
-    if wd != 0.0:
-        g = g + wd * p
-    m_new = m + c1 * (g - m)
-    v_new = v * b2 + c2 * (g * g)
-    denom = ops.sqrt(v_new) / bc2_sqrt + eps
-    p_new = p - step_size * (m_new / denom)
-    ops.assign(m, m_new)
-    ops.assign(v, v_new)
-    ops.assign(p, p_new)
-    return True
-
-
-_sgd = ops.MultitypeFuncGraph("torch_sgd")
-
-
-@_sgd.register("Number", "Bool", "Number", "Tensor", "Tensor", "Tensor", "Tensor")
-def _sgd_update(mu, nesterov, wd, lr, p, buf, g):  # noqa: ANN001
-    if wd != 0.0:
-        g = g + wd * p
-    if mu != 0.0:
-        b_new = buf * mu + g
-        ops.assign(buf, b_new)
-        g = g + mu * b_new if nesterov else b_new
-    ops.assign(p, p - lr * g)
-    return True
-
-
-class _TorchAdam(nn.Cell):
-    """``torch.optim.Adam`` (no amsgrad), one step per call, two parameter groups: the first
-    ``n_trunk`` parameters (lr × trunk_lr_mult) and the rest (lr × head_lr_mult). ``hyper`` =
-    float32 [lr_trunk/(1−β1^t), lr_head/(1−β1^t), sqrt(1−β2^t)]. Per parameter, as torch:
-
-        g ← g + wd·p;   m ← m + (1−β1)(g − m);   v ← β2·v + (1−β2)·g·g
-        p ← p − step_size · m / (sqrt(v)/sqrt(1−β2^t) + eps)
-    """
-
-    def __init__(
-        self,
-        params: ParameterTuple,
-        n_trunk: int,
-        betas: tuple[float, float],
-        eps: float,
-        weight_decay: float,
-    ) -> None:
-        super().__init__(auto_prefix=False)
-        self.params = params
-        self.m = params.clone(prefix="adam_m", init="zeros")
-        self.v = params.clone(prefix="adam_v", init="zeros")
-        self.nt = int(n_trunk)
-        self.b1 = float(betas[0])
-        self.b2 = float(betas[1])
-        self.c1 = 1.0 - self.b1  # on the host (see _adam_update)
-        self.c2 = 1.0 - self.b2
-        self.eps = float(eps)
-        self.wd = float(weight_decay)
-        self.map = ops.HyperMap()
-
-    def construct(self, grads: tuple, hyper: Tensor) -> Tensor:
-        nt = self.nt
-        c1, b2, c2, eps, wd = self.c1, self.b2, self.c2, self.eps, self.wd
-        ok1 = self.map(ops.partial(_adam, c1, b2, c2, eps, wd, hyper[0], hyper[2]),
-                       self.params[:nt], self.m[:nt], self.v[:nt], grads[:nt])
-        ok2 = self.map(ops.partial(_adam, c1, b2, c2, eps, wd, hyper[1], hyper[2]),
-                       self.params[nt:], self.m[nt:], self.v[nt:], grads[nt:])
-        return ops.depend(hyper[2], (ok1, ok2))
-
-
-class _TorchSGD(nn.Cell):
-    """``torch.optim.SGD`` with momentum (dampening 0), optional Nesterov and L2 weight decay,
-    groups as :class:`_TorchAdam`. ``hyper`` = float32 [lr_trunk, lr_head, unused]. Per
-    parameter, as torch:
-
-        g ← g + wd·p;   b ← μ·b + g;   g ← g + μ·b (nesterov) | b;   p ← p − lr·g
-
-    (the buffer starts at 0, so the first step gives b = g, as torch's clone of the gradient).
-    """
-
-    def __init__(
-        self,
-        params: ParameterTuple,
-        n_trunk: int,
-        momentum: float,
-        nesterov: bool,
-        weight_decay: float,
-    ) -> None:
-        super().__init__(auto_prefix=False)
-        self.params = params
-        self.buf = params.clone(prefix="sgd_momentum", init="zeros")
-        self.nt = int(n_trunk)
-        self.mu = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.wd = float(weight_decay)
-        self.map = ops.HyperMap()
-
-    def construct(self, grads: tuple, hyper: Tensor) -> Tensor:
-        nt = self.nt
-        mu, nest, wd = self.mu, self.nesterov, self.wd
-        ok1 = self.map(ops.partial(_sgd, mu, nest, wd, hyper[0]),
-                       self.params[:nt], self.buf[:nt], grads[:nt])
-        ok2 = self.map(ops.partial(_sgd, mu, nest, wd, hyper[1]),
-                       self.params[nt:], self.buf[nt:], grads[nt:])
-        return ops.depend(hyper[0], (ok1, ok2))
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,37 +301,20 @@ class MindSporeBackend:
         for k, s in self.spec.items():
             self.param_of[k].requires_grad = s.trainable
 
-        params = init_params(self.spec, self.seed)
-        if cfg.model.pretrain:
-            from mvd_core.weights.pretrained import load_trunk_params
+        self.load_state(initial_params(cfg.model, self.num_classes, self.seed))  # the contract's weights
+        #: BatchNorm running statistics (restored after loss_terms / gradients)
+        self._bn_stats = [p for c in _bn_cells(self.net) for p in (c.moving_mean, c.moving_variance)]
+        self._extract_shapes: set[int] = set()  # graph mode: the batch sizes extract compiled
 
-            trunk = load_trunk_params(cfg.model.pretrain, cfg.model.width, cfg.model.blocks)
-            params.update(trunk)
-            log.info("loaded pretrained trunks from %s", cfg.model.pretrain)
-        self.load_state(params, strict=True)
-
-        # trainable parameters, the "trunk" group first (the optimisers take two slices)
-        self.trainable: list[str] = [
-            k for g in _GROUPS for k, s in self.spec.items() if s.trainable and s.group == g
-        ]
-        n_trunk = sum(1 for k in self.trainable if self.spec[k].group == "trunk")
+        # trainable parameters, the "trunk" group first (mvd_core.weights.optim_state's order)
+        self.trainable: list[str] = optim_state.trainable(self.spec)
         self.weights = ParameterTuple([self.param_of[k] for k in self.trainable])
-        o = cfg.optim
-        self.mults = (float(o.trunk_lr_mult), float(o.head_lr_mult))
-        if o.name == "adam":
-            self.opt: nn.Cell = _TorchAdam(self.weights, n_trunk, o.betas, o.eps, o.weight_decay)
-        elif o.name == "sgd":
-            self.opt = _TorchSGD(self.weights, n_trunk, o.momentum, o.nesterov, o.weight_decay)
-        else:
-            raise MvdError(f"optim.name: {o.name!r} is not one of adam, sgd")
-        self.step_count = 0  # optimiser steps taken (Adam's t)
+        #: torch.optim's update over flat buffers (backends/mindspore/optim.py)
+        self.opt = Optimizer(cfg.optim, self.spec, {k: self.param_of[k] for k in self.trainable})
 
         # traced into the compiled step in both modes (so no host read-back of the Sinkhorn stop)
         self.loss = _MVDLoss(cfg.loss)
         self.terms: tuple[str, ...] = self.loss.terms
-        self._needs_negatives = (
-            "tri" in preset_weights(cfg.loss.preset) and cfg.loss.triplet == "batch_hard"
-        )
         self.dropout = float(cfg.model.dropout)
         self._drop_draws = 0
         self._gather: Callable | None = None
@@ -534,7 +397,7 @@ class MindSporeBackend:
                 finite = ms.amp.all_finite(grads)
                 scaler.adjust(finite)
                 if not bool(finite.asnumpy()):
-                    self.step_count -= 1
+                    opt.t -= 1  # the update did not happen
                     return terms
             token = opt_c(ms.mutable(grads), hyper)
             if self._world > 1 and self._mean_buffers is not None:
@@ -562,27 +425,19 @@ class MindSporeBackend:
 
     # ---------------------------------------------------------------- helpers
     def _inputs(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        if not isinstance(batch, Batch):
-            raise TypeError(f"expected a mvd_core.interface.Batch, got {type(batch).__name__}")
         return (
             Tensor(np.ascontiguousarray(batch.images, dtype=np.float32)),
             Tensor(np.ascontiguousarray(batch.labels, dtype=np.int32)),
             Tensor(np.ascontiguousarray(batch.modality, dtype=np.int32)),
         )
 
-    def _check_batch(self, batch: Batch) -> None:
-        if self._needs_negatives and np.unique(batch.labels).size < 2:
-            raise ValueError(
-                "batch_hard_triplet: the batch holds a single identity (an anchor has no "
-                "negative); use at least 2 identities per batch"
-            )
-
-    def _masks(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-        """Four inverted-dropout masks (v_rep, i_rep, v_ms_rep, i_ms_rep), or None."""
+    def _masks(self, n: int, advance: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """Four inverted-dropout masks (v_rep, i_rep, v_ms_rep, i_ms_rep), or None; with
+        ``advance`` False the masks the next call will draw (the counter stays)."""
         if self.dropout <= 0.0:
             return None
         rng = np.random.default_rng((self.seed, self._drop_draws))
-        self._drop_draws += 1
+        self._drop_draws += int(advance)
         keep = 1.0 - self.dropout
         u = rng.random((4, n, self.cfg.model.vib_cls_hidden), dtype=np.float32)
         m = ((u < keep).astype(np.float32) / np.float32(keep)).astype(np.float32)
@@ -590,30 +445,22 @@ class MindSporeBackend:
         # compilation per distinct value!)
         return ms.mutable((Tensor(m[0]), Tensor(m[1]), Tensor(m[2]), Tensor(m[3])))
 
-    def _hyper(self, lr: float) -> Tensor:
-        o = self.cfg.optim
-        lr_t, lr_h = lr * self.mults[0], lr * self.mults[1]
-        if o.name == "adam":
-            t = self.step_count
-            bc1 = 1.0 - o.betas[0] ** t
-            bc2_sqrt = (1.0 - o.betas[1] ** t) ** 0.5
-            vals = (lr_t / bc1, lr_h / bc1, bc2_sqrt)
-        else:
-            vals = (lr_t, lr_h, 0.0)
-        return Tensor(np.array(vals, dtype=np.float32))
-
     def _terms_dict(self, values: Tensor) -> dict[str, float]:
         arr = values.asnumpy()
         return {k: float(arr[j]) for j, k in enumerate(self.terms)}
 
     # ---------------------------------------------------------------- Backend API
+    def _restore_bn_stats(self, saved: list[np.ndarray]) -> None:
+        """Put the BatchNorm running statistics back (a train-mode pass moved them)."""
+        for p, a in zip(self._bn_stats, saved, strict=True):
+            p.copy_(Tensor(a))  # in place, as load_state
+
     def train_step(self, batch: Batch, lr: float) -> dict[str, float]:
-        self._check_batch(batch)
+        check_batch(batch, self.num_classes, self.cfg.loss)
         x, y, s = self._inputs(batch)
         self.net.set_train(True)
         masks = self._masks(len(batch))
-        self.step_count += 1
-        out = self._train_fn(x, y, s, masks, self._hyper(float(lr)))
+        out = self._train_fn(x, y, s, masks, self.opt.hyper(float(lr)))
         return self._terms_dict(out)
 
     def forward(self, batch: Batch, train: bool) -> dict[str, np.ndarray]:
@@ -623,90 +470,60 @@ class MindSporeBackend:
         return {k: o.asnumpy() for k, o in zip(TAP_NAMES, outs, strict=True)}
 
     def loss_terms(self, batch: Batch) -> dict[str, float]:
-        self._check_batch(batch)
+        """No side effect (interface rule): the next step's dropout masks, BN statistics restored."""
+        check_batch(batch, self.num_classes, self.cfg.loss)
         x, y, s = self._inputs(batch)
         self.net.set_train(True)
-        return self._terms_dict(self._loss_fn(x, y, s, self._masks(len(batch))))
+        saved = [p.asnumpy().copy() for p in self._bn_stats]
+        try:
+            out = self._terms_dict(self._loss_fn(x, y, s, self._masks(len(batch), advance=False)))
+        finally:
+            self._restore_bn_stats(saved)
+        return out
 
     def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
-        self._check_batch(batch)
+        """No side effect, as :meth:`loss_terms`."""
+        check_batch(batch, self.num_classes, self.cfg.loss)
         x, y, s = self._inputs(batch)
         self.net.set_train(True)
-        _, grads = self._grad_fn(x, y, s, self._masks(len(batch)))
-        return {k: g.asnumpy().astype(np.float32) for k, g in zip(self.trainable, grads, strict=True)}
+        saved = [p.asnumpy().copy() for p in self._bn_stats]
+        try:
+            _, grads = self._grad_fn(x, y, s, self._masks(len(batch), advance=False))
+            out = {k: g.asnumpy().astype(np.float32) for k, g in zip(self.trainable, grads, strict=True)}
+        finally:
+            self._restore_bn_stats(saved)
+        return out
 
     def extract_features(self, images: np.ndarray, modality: str) -> np.ndarray:
-        if modality not in _MODALITIES:
-            raise MvdError(f"modality: {modality!r} is not one of {', '.join(_MODALITIES)}")
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"extract_features: expected (N, 3, H, W) images, got {images.shape}")
+        """One chunk (the caller batches). Graph mode: a chunk smaller than ``eval.batch_size``
+        is padded to it once that shape is compiled (eval BatchNorm is per sample)."""
+        images = check_images(images, modality)
+        n = images.shape[0]
+        if n == 0:
+            return np.zeros((0, descriptor_dim(self.cfg.model)), np.float32)
         self.net.set_train(False)
         bs = max(1, int(self.cfg.eval.batch_size))
-        n = images.shape[0]
-        parts = []
-        for start in range(0, n, bs):
-            chunk = images[start : start + bs]
-            k = chunk.shape[0]
-            if self.graph and k < bs and n > bs:
-                # pad the last chunk to the compiled shape (eval BatchNorm is per sample)
-                chunk = np.concatenate([chunk, np.zeros((bs - k,) + chunk.shape[1:], np.float32)])
-            parts.append(self._extract(Tensor(chunk)).asnumpy()[:k])
-        if not parts:
-            from mvd_core.model.spec import descriptor_dim
-
-            return np.zeros((0, descriptor_dim(self.cfg.model)), np.float32)
-        return np.concatenate(parts).astype(np.float32)
+        if self.graph and n < bs and bs in self._extract_shapes:
+            images = np.concatenate([images, np.zeros((bs - n,) + images.shape[1:], np.float32)])
+        elif self.graph:
+            self._extract_shapes.add(n)
+        return self._extract(Tensor(images)).asnumpy()[:n].astype(np.float32)
 
     def state(self) -> dict[str, np.ndarray]:
         return {k: p.asnumpy().astype(np.float32).copy() for k, p in self.param_of.items()}
 
     def load_state(self, params: dict[str, np.ndarray], strict: bool = True) -> None:
-        check_state(params, self.spec, "MindSporeBackend.load_state", strict=strict)
+        check_state(params, self.spec, "load_state", strict=strict)  # unexpected names: refused
         for k, v in params.items():
-            if k not in self.param_of:
-                continue  # non-strict: unexpected names are ignored
-            self.param_of[k].set_data(Tensor(np.ascontiguousarray(v, dtype=np.float32)))
-
-    def _opt_slots(self) -> dict[str, ParameterTuple]:
-        if isinstance(self.opt, _TorchAdam):
-            return {"adam.m": self.opt.m, "adam.v": self.opt.v}
-        return {"sgd.momentum": self.opt.buf}
+            # in place: after a jit function has run, set_data's new tensor is not what the
+            # compiled graph reads (a load after the first step was silently ignored)
+            self.param_of[k].copy_(Tensor(np.ascontiguousarray(v, dtype=np.float32)))
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        if isinstance(self.opt, _TorchAdam):
-            out["adam.step"] = np.array(self.step_count, dtype=np.int64)
-        for prefix, slots in self._opt_slots().items():
-            for k, p in zip(self.trainable, slots, strict=True):
-                out[f"{prefix}.{k}"] = p.asnumpy().astype(np.float32).copy()
-        return out
+        return self.opt.state()  # mvd_core.weights.optim_state's layout
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        expected: dict[str, tuple[int, ...]] = {}
-        if isinstance(self.opt, _TorchAdam):
-            expected["adam.step"] = ()
-        for prefix in self._opt_slots():
-            for k in self.trainable:
-                expected[f"{prefix}.{k}"] = self.spec[k].shape
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        shapes = [
-            f"{k} {tuple(np.shape(state[k]))} != {expected[k]}"
-            for k in expected
-            if k in state and tuple(np.shape(state[k])) != expected[k]
-        ]
-        problems = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
-            if items:
-                problems.append(f"{label}: " + ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
-        if problems:
-            raise CheckpointError("MindSporeBackend.load_optimizer_state: " + "; ".join(problems))
-        if "adam.step" in expected:
-            self.step_count = int(np.asarray(state["adam.step"]))
-        for prefix, slots in self._opt_slots().items():
-            for k, p in zip(self.trainable, slots, strict=True):
-                p.set_data(Tensor(np.ascontiguousarray(state[f"{prefix}.{k}"], dtype=np.float32)))
+        self.opt.load_state(state, "MindSporeBackend.load_optimizer_state")
 
     def check_replicas(self) -> None:
         """Multi-process: raise :class:`MvdError` unless every rank holds the same parameters

@@ -1,16 +1,8 @@
 """The torch implementation of :class:`mvd_core.interface.Backend` (CPU, CUDA).
 
-Optimiser state crosses the interface in a canonical, framework-neutral format that the
-MindSpore backend produces too, so checkpoints are interchangeable:
-
-    adam:  "adam.step" int64 shape () -- updates taken;
-           "adam.m.<param>", "adam.v.<param>" float32 -- first/second moments
-    sgd:   "sgd.momentum.<param>" float32 -- momentum buffer
-    (fp16 AMP only: "amp.scale", "amp.growth_tracker" -- the GradScaler, torch-only)
-
-with ``<param>`` every *trainable* canonical parameter. Before the first step the moments are
-zeros (torch's lazily created state is equivalent to zeros: Adam at step 0, SGD's first
-``buf = grad`` equals ``0·momentum + grad``). Weight decay is L2 added to the gradient.
+Optimiser: ``backends/torch/optim.py``; its state crosses the interface in the framework-free
+layout of ``mvd_core.weights.optim_state`` (the MindSpore backend's too: checkpoints are
+interchangeable), plus the fp16 GradScaler's optional ``amp.*`` pair.
 
 ``run.precision=fp64`` builds the network, its inputs and the optimiser state in float64 (the
 float64 arbiter of ``mvd parity``); parameters, checkpoints and optimiser state still cross the
@@ -34,11 +26,13 @@ from mvd_core.interface import Batch, check_batch, check_images
 from mvd_core.model.spec import ParamSpec, check_state, descriptor_dim, model_spec
 from mvd_core.registry import check_amp, check_precision
 from mvd_core.train.distributed import DistEnv, check_backend, current
+from mvd_core.weights import optim_state
 from mvd_core.weights.pretrained import initial_params
 
 from . import losses
 from .convert import torch_to_canonical
 from .network import MVDNet
+from .optim import Optimizer
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +228,11 @@ class TorchBackend:
                             for t in (bn.running_mean, bn.running_var) if t is not None]
 
         self.trainable = [k for k, s in self.spec.items() if s.trainable]
-        self._opt = self._make_optimizer()
+        #: torch.optim over the two groups, canonical state (backends/torch/optim.py)
+        self.optim = Optimizer(
+            cfg.optim, self.spec, {k: self._tensors[k] for k in optim_state.trainable(self.spec)}
+        )
+        self._opt = self.optim.torch
         self._scaler: torch.amp.GradScaler | None = None
         if self._amp_dtype == torch.float16:
             self._scaler = torch.amp.GradScaler("cuda")
@@ -280,40 +278,6 @@ class TorchBackend:
         if missing or extra:  # a network/spec mismatch is a programming error
             raise RuntimeError(f"MVDNet vs model_spec: missing {missing[:5]}, extra {extra[:5]}")
         return {k: live[k] for k in self.spec}
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg.optim
-        groups = []
-        for group, mult in (("trunk", o.trunk_lr_mult), ("head", o.head_lr_mult)):
-            names = [k for k in self.trainable if self.spec[k].group == group]
-            if names:
-                groups.append(
-                    {
-                        "params": [self._tensors[k] for k in names],
-                        "names": names,
-                        "lr": o.lr * mult,
-                        "lr_mult": mult,
-                    }
-                )
-        if o.name == "adam":
-            return torch.optim.Adam(
-                groups,
-                lr=o.lr,
-                betas=tuple(o.betas),
-                eps=o.eps,
-                weight_decay=o.weight_decay,
-                foreach=True,  # multi-tensor kernels: far less per-parameter overhead, CPU too
-            )
-        if o.name == "sgd":
-            return torch.optim.SGD(
-                groups,
-                lr=o.lr,
-                momentum=o.momentum,
-                nesterov=o.nesterov,
-                weight_decay=o.weight_decay,
-                foreach=True,
-            )
-        raise MvdError(f"optim.name={o.name!r}: expected adam or sgd")
 
     def _param_of(self) -> dict[str, torch.Tensor]:
         return {k: self._tensors[k] for k in self.trainable}
@@ -399,8 +363,7 @@ class TorchBackend:
     # ------------------------------------------------------------------ interface
     def train_step(self, batch: Batch, lr: float) -> dict[str, float]:
         x, y, m = self._batch(batch)
-        for g in self._opt.param_groups:
-            g["lr"] = lr * g["lr_mult"]
+        self.optim.hyper(lr)
         self.net.train()
         self._opt.zero_grad(set_to_none=True)
         with self._own_rng():
@@ -510,90 +473,15 @@ class TorchBackend:
 
     # ------------------------------------------------------------------ optimiser state
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        kind = self.cfg.optim.name
-        out: dict[str, np.ndarray] = {}
-        params = self._param_of()
-        if kind == "adam":
-            steps = set()
-            for k, p in params.items():
-                st = self._opt.state.get(p, {})
-                steps.add(int(st["step"]) if "step" in st else 0)
-                for src, dst in (("exp_avg", "m"), ("exp_avg_sq", "v")):
-                    t = st.get(src)
-                    out[f"adam.{dst}.{k}"] = (
-                        np.zeros(self.spec[k].shape, np.float32)
-                        if t is None
-                        else t.detach().float().cpu().numpy().copy()
-                    )
-            if len(steps) > 1:
-                raise RuntimeError(f"Adam step counts differ between parameters: {sorted(steps)}")
-            out["adam.step"] = np.array(steps.pop() if steps else 0, dtype=np.int64)
-        else:
-            for k, p in params.items():
-                t = self._opt.state.get(p, {}).get("momentum_buffer")
-                out[f"sgd.momentum.{k}"] = (
-                    np.zeros(self.spec[k].shape, np.float32)
-                    if t is None
-                    else t.detach().float().cpu().numpy().copy()
-                )
-        if self._scaler is not None:
+        out = self.optim.state()  # mvd_core.weights.optim_state's layout
+        if self._scaler is not None:  # fp16 AMP: the GradScaler (an optional key pair)
             sd = self._scaler.state_dict()
             out["amp.scale"] = np.array(sd["scale"], dtype=np.float32)
             out["amp.growth_tracker"] = np.array(sd["_growth_tracker"], dtype=np.int64)
         return out
 
-    def _expected_opt_keys(self) -> dict[str, tuple[int, ...]]:
-        kind = self.cfg.optim.name
-        exp: dict[str, tuple[int, ...]] = {}
-        if kind == "adam":
-            exp["adam.step"] = ()
-            for k in self.trainable:
-                exp[f"adam.m.{k}"] = self.spec[k].shape
-                exp[f"adam.v.{k}"] = self.spec[k].shape
-        else:
-            for k in self.trainable:
-                exp[f"sgd.momentum.{k}"] = self.spec[k].shape
-        return exp
-
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        exp = self._expected_opt_keys()
-        amp_keys = {"amp.scale", "amp.growth_tracker"}
-        missing = [k for k in exp if k not in state]
-        unexpected = [k for k in state if k not in exp and k not in amp_keys]
-        shapes = [
-            f"{k} {tuple(np.shape(state[k]))} != {exp[k]}"
-            for k in exp
-            if k in state and tuple(np.shape(state[k])) != exp[k]
-        ]
-        problems = []
-        if missing:
-            problems.append(
-                "missing: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            )
-        if unexpected:
-            problems.append(
-                "unexpected: " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else "")
-            )
-        if shapes:
-            problems.append("mis-shaped: " + ", ".join(shapes[:5]))
-        if problems:
-            raise MvdError(
-                f"optimizer state (optim.name={self.cfg.optim.name}): " + "; ".join(problems)
-            )
-        params = self._param_of()
-        self._opt.state.clear()
-        if self.cfg.optim.name == "adam":
-            step = int(np.asarray(state["adam.step"]))
-            if step > 0:
-                for k, p in params.items():
-                    self._opt.state[p] = {
-                        "step": torch.tensor(float(step), dtype=torch.float32),
-                        "exp_avg": self._like(p, state[f"adam.m.{k}"]),
-                        "exp_avg_sq": self._like(p, state[f"adam.v.{k}"]),
-                    }
-        else:
-            for k, p in params.items():
-                self._opt.state[p] = {"momentum_buffer": self._like(p, state[f"sgd.momentum.{k}"])}
+        self.optim.load_state(state, "TorchBackend.load_optimizer_state")
         if self._scaler is not None and "amp.scale" in state:
             self._scaler.load_state_dict(
                 {
@@ -602,10 +490,6 @@ class TorchBackend:
                     "_growth_tracker": int(np.asarray(state["amp.growth_tracker"])),
                 }
             )
-
-    @staticmethod
-    def _like(p: torch.Tensor, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(a, dtype=np.float32)).to(p.device, p.dtype)
 
     # ------------------------------------------------------------------ RNG
     def rng_state(self) -> dict[str, np.ndarray]:
