@@ -126,8 +126,10 @@ def test_graph_and_pynative_modes_compute_the_same_model():
     assert lg.keys() == lp.keys()
     for k in lp:
         assert abs(lg[k] - lp[k]) <= 1e-5 * max(1.0, abs(lp[k])), (k, lg[k], lp[k])
-    imgs = _batch(9, n=12).images  # 12 = one chunk of 8 + a padded chunk of 4
-    fg = be["graph"].extract_features(imgs, "visible")
+    imgs = _batch(9, n=12).images  # the driver's chunks of 8: 8, then 4 padded to the compiled 8
+    fg = np.concatenate([be["graph"].extract_features(imgs[:8], "visible"),
+                         be["graph"].extract_features(imgs[8:], "visible")])
+    assert be["graph"]._extract_shapes == {8}  # the last chunk ran the compiled shape
     fp = be["pynative"].extract_features(imgs, "visible")
     assert fg.shape == fp.shape and fg.shape[0] == 12
     np.testing.assert_allclose(fg, fp, rtol=1e-5, atol=1e-6)
