@@ -480,6 +480,12 @@ class Setting(str):
         self.key, self.value, self.source = key, value, source or key
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles as the typed value, not the text
+        return (Setting, (self.key, self.value, self.source))
+
+    def __repr__(self) -> str:
+        return f"Setting({self.key!r}, {self.value!r}, {self.source!r})"
+
 
 Override = typing.Union[str, Setting]
 

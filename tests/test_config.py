@@ -1,6 +1,7 @@
 """Configs: recipes load into frozen dataclasses; overrides and bad input are handled."""
 
 import dataclasses
+import pickle
 
 import pytest
 import yaml
@@ -188,6 +189,8 @@ def test_a_setting_is_its_typed_value_and_its_text(key, value):
     assert typed == value and type(typed) is type(value)
     assert str(s).startswith(f"{key}=")
     assert getattr(getattr(C.load_config("tiny", [str(s)]), sec), name) == value
+    back = pickle.loads(pickle.dumps(s))
+    assert isinstance(back, C.Setting) and (back.key, back.value, back.source) == (key, value, "--flag")
 
 
 def test_settings_are_not_parsed_again_and_errors_name_the_option(monkeypatch, tmp_path):
