@@ -117,8 +117,8 @@ def sinkhorn_cost(p: Tensor, q: Tensor, eps: float = 0.01, max_iter: int = 100,
     trips and freezes u, v (``where(done, old, new)``) from the trip after the criterion first
     holds: identical values, and identical gradients (a frozen trip passes the gradient to the
     old iterate only). (The backend's eager loss evaluation, ``loss_terms`` in PyNative mode,
-    uses :func:`_sinkhorn` with ``host_stop=True``: it reads the criterion back each trip and
-    leaves the loop — the same values, fewer kernel launches.)
+    uses :class:`_HostStop`: it reads the criterion back each trip and leaves the loop — the
+    same values, fewer kernel launches.)
     """
     return _sinkhorn(p, q, eps, max_iter, thresh, False, lse)
 

@@ -1,7 +1,8 @@
-"""Framework-free constants of the MVD losses (SPEC §3), shared by both backends and by the
-NumPy reference implementation in ``tests/reference_losses.py``.
+"""The MVD losses, framework-free (SPEC §3): the constants, the primitives a backend supplies
+(:class:`LossPrimitives`) and the one composition of the terms (:func:`compose`), shared by
+both backends; the NumPy reference (``tests/reference_losses.py``) is written independently.
 
-Nothing here imports a framework. The formulas themselves are documented once, in the
+Nothing here imports a framework. The formulas of the primitives are documented once, in the
 reference implementation; the backends must match it to float tolerance.
 
 Facts taken from the original PyTorch code (FutabaSakuraXD/Farewell-to-Mutual-Information-
