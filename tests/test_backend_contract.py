@@ -72,7 +72,8 @@ def make_batch(seed: int, n_ids: int = 3, per: int = 4, h: int = 32, w: int = 16
 BATCHES = [make_batch(s) for s in range(4)]
 
 
-@pytest.fixture(scope="module", params=["torch", "mindspore"])
+@pytest.fixture(scope="module", params=[pytest.param("torch", marks=pytest.mark.torch),
+                                        pytest.param("mindspore", marks=pytest.mark.mindspore)])
 def backend_name(request) -> str:
     return request.param
 
