@@ -28,6 +28,7 @@ import numpy as np
 from mvd_core import __version__
 from mvd_core.errors import CheckpointError
 from mvd_core.io import atomic_write_bytes
+from mvd_core.weights import optim_state
 
 FORMAT = "mvd-checkpoint-1"
 _PREFIXES = ("param/", "optim/", "rng/")
@@ -177,21 +178,11 @@ def _strip_bn_counters(params: dict[str, np.ndarray], src: str) -> dict[str, np.
 
 
 def _expected_optimizer(name: str, spec: dict[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
-    trainable = [k for k, s in spec.items() if s.trainable]
-    exp: dict[str, tuple[str, tuple[int, ...]]] = {}
-    if name == "adam":
-        exp["adam.step"] = ("int64", ())
-        for k in trainable:
-            exp[f"adam.m.{k}"] = ("float32", spec[k].shape)
-            exp[f"adam.v.{k}"] = ("float32", spec[k].shape)
-    else:
-        for k in trainable:
-            exp[f"sgd.momentum.{k}"] = ("float32", spec[k].shape)
-    return exp
+    return optim_state.layout(name, spec)  # the one layout
 
 
 #: optional optimiser entries (torch fp16 AMP's GradScaler)
-_OPT_OPTIONAL = {"amp.scale": ("float32", ()), "amp.growth_tracker": ("int64", ())}
+_OPT_OPTIONAL = optim_state.OPTIONAL
 
 
 def validate(ckpt: Checkpoint, src: str) -> None:
