@@ -12,8 +12,8 @@ compiled functions, compiled once per input shape: the gradient (forward, losses
 optimiser update, with the gradients handed over between them. The modes differ in the rest:
 
 * ``"graph"``: ``forward()``, ``loss_terms()`` and ``extract_features()`` are compiled too
-  (a chunk smaller than ``eval.batch_size`` -- the last one of an evaluation -- is padded to
-  that shape once it is compiled, instead of compiling another);
+  (a chunk smaller than a batch size already compiled -- the last one of an evaluation -- is
+  padded to it instead of compiling another);
 * ``"pynative"`` (default): they run eagerly, op by op (no compilation, any batch shape).
 
 Speed: one fused graph of the whole step (gradient + update, joined with ``ops.depend``) was
@@ -495,16 +495,18 @@ class MindSporeBackend:
         return out
 
     def extract_features(self, images: np.ndarray, modality: str) -> np.ndarray:
-        """One chunk (the caller batches). Graph mode: a chunk smaller than ``eval.batch_size``
-        is padded to it once that shape is compiled (eval BatchNorm is per sample)."""
+        """One chunk (the caller batches). Graph mode: a chunk smaller than a batch size already
+        compiled (the driver's last chunk) is padded to the smallest such size instead of
+        compiling another graph (eval BatchNorm is per sample)."""
         images = check_images(images, modality)
         n = images.shape[0]
         if n == 0:
             return np.zeros((0, descriptor_dim(self.cfg.model)), np.float32)
         self.net.set_train(False)
-        bs = max(1, int(self.cfg.eval.batch_size))
-        if self.graph and n < bs and bs in self._extract_shapes:
-            images = np.concatenate([images, np.zeros((bs - n,) + images.shape[1:], np.float32)])
+        larger = [s for s in self._extract_shapes if s > n]
+        if self.graph and larger:
+            pad = min(larger) - n
+            images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], np.float32)])
         elif self.graph:
             self._extract_shapes.add(n)
         return self._extract(Tensor(images)).asnumpy()[:n].astype(np.float32)
