@@ -278,29 +278,29 @@ def test_batch_checks_itself() -> None:
 # ------------------------------------------------------------------ the CLI: one line, exit 2
 
 
-def _one_line_exit_2(r) -> None:
+def _one_line_exit_2(r) -> str:
+    """Exit 2, no traceback, the error in one line (the last; INFO log lines may precede it)."""
     assert r.exit_code == 2, r.output
-    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    lines = r.output.strip().splitlines()
+    assert "Traceback" not in r.output and lines[-1].startswith("error: "), r.output
+    assert sum(ln.startswith("error") for ln in lines) == 1, r.output
+    return lines[-1]
 
 
 def test_cli_refuses_bad_weights_in_one_line(backend_name, sysu_root, tmp_path: Path) -> None:
-    """A mis-shaped checkpoint through ``mvd eval`` and a bad pretrained file through
-    ``mvd train``: one line, exit 2, on every backend (both fail before anything compiles)."""
+    """A checkpoint mis-shaped for the model (an MVD model of another width: the backend's
+    load_state refuses it) through ``mvd eval`` and a bad pretrained file through ``mvd train``:
+    one line, exit 2, on every backend (both fail before anything compiles)."""
     pytest.importorskip(backend_name)
     from mvd_cli.app import app
 
-    cfg = load_config("tiny")
-    params = initial_params(cfg.model, C, 0)
-    params["s.classifier.weight"] = np.zeros((C, 7), np.float32)  # not this model's width
-    np.savez(tmp_path / "bad.npz", **params)
+    np.savez(tmp_path / "bad.npz", **initial_params(load_config("tiny", ["model.width=4"]).model, C, 0))
     common = ["--backend", backend_name, "--device", DEVICE[backend_name], "--data-path", str(sysu_root)]
     mode = ["--ms-mode", "pynative"] if backend_name == "mindspore" else []
     r = runner.invoke(app, ["eval", "--resume", str(tmp_path / "bad.npz"), "--config", "tiny",
                             *common, *mode, "--trials", "1"])
-    _one_line_exit_2(r)
-    assert "s.classifier.weight" in r.output
+    assert "mis-shaped: v.trunk.conv1.weight: expected (8, 3, 7, 7), got (4, 3, 7, 7)" in _one_line_exit_2(r)
     (tmp_path / "r50.npz").write_bytes(b"not an npz")
     r = runner.invoke(app, ["train", "--config", "tiny", *common, *mode, "--out", str(tmp_path / "runs"),
                             "--set", f"model.pretrain={tmp_path / 'r50.npz'}"])
-    _one_line_exit_2(r)
-    assert "r50.npz" in r.output
+    assert "r50.npz: not a readable .npz file" in _one_line_exit_2(r)
