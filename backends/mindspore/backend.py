@@ -343,11 +343,19 @@ class MindSporeBackend:
 
         grad_fn = ms.value_and_grad(forward_loss, None, self.weights, has_aux=True)
 
-        def grads_only(x, labels, modality, masks):
+        def grads_per_param(x, labels, modality, masks):
             (_, terms), grads = grad_fn(x, labels, modality, masks)
             if scaler is not None:
                 grads = scaler.unscale(grads)
             return terms, grads
+
+        # the gradients leave the block as one flat vector per group (opt.ravel): handing over
+        # hundreds of tensors between the two compiled blocks cost more than the update itself
+        opt.flat_grads = True
+
+        def grads_only(x, labels, modality, masks):
+            terms, grads = grads_per_param(x, labels, modality, masks)
+            return terms, opt.ravel(grads)
 
         def forward(x, masks):
             return net(x, masks)
@@ -377,8 +385,8 @@ class MindSporeBackend:
             world = float(self._world)
 
             def grads_mean(x, labels, modality, masks):
-                terms, grads = grads_only(x, labels, modality, masks)
-                return allreduce(terms) / world, reducer(grads)
+                terms, grads = grads_per_param(x, labels, modality, masks)
+                return allreduce(terms) / world, opt.ravel(reducer(grads))
 
             train_grads = ms.jit(grads_mean)
             buffers = ParameterTuple([p for c in _bn_cells(self.net)
@@ -488,8 +496,9 @@ class MindSporeBackend:
         self.net.set_train(True)
         saved = [p.asnumpy().copy() for p in self._bn_stats]
         try:
-            _, grads = self._grad_fn(x, y, s, self._masks(len(batch), advance=False))
-            out = {k: g.asnumpy().astype(np.float32) for k, g in zip(self.trainable, grads, strict=True)}
+            _, flat = self._grad_fn(x, y, s, self._masks(len(batch), advance=False))
+            grads = self.opt.unravel([g.asnumpy() for g in flat])
+            out = {k: grads[k].astype(np.float32) for k in self.trainable}
         finally:
             self._restore_bn_stats(saved)
         return out

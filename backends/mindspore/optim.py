@@ -129,6 +129,8 @@ class Optimizer(nn.Cell):
         self.nesterov = bool(o.nesterov)
         self.t = 0  # updates taken (Adam's t)
         self.map = ops.HyperMap()
+        #: construct's gradients: per parameter (False) or :meth:`ravel`'s flat ones (True)
+        self.flat_grads = False
 
     # ------------------------------------------------------------------ host side
     def hyper(self, lr: float) -> Tensor:
@@ -167,8 +169,27 @@ class Optimizer(nn.Cell):
         self.t = optim_state.step_of(state)
 
     # ------------------------------------------------------------------ compiled side
-    def _adam(self, ps: Sequence, gs: Sequence, m, v, sizes, step_size, bc2_sqrt):  # noqa: ANN001, ANN202
-        g = ops.concat(self.map(_ravel, gs))
+    def ravel(self, grads: tuple) -> tuple:
+        """The gradients (per parameter, trainable order) as one flat vector per non-empty group:
+        traced at the end of the gradient block, so that two tensors, not hundreds, are handed
+        over (with :attr:`flat_grads` set)."""
+        out = ()
+        for i in range(len(self.active)):
+            a, b = self.bounds[self.active[i]]
+            out = out + (ops.concat(self.map(_ravel, grads[a:b])),)
+        return out
+
+    def unravel(self, flat: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`ravel`'s output, read back: canonical name → array of its shape (exact)."""
+        out: dict[str, np.ndarray] = {}
+        for i, j in enumerate(self.active):
+            vec, start = np.asarray(flat[i]).ravel(), 0
+            for k, n in zip(self.group_names[optim_state.GROUPS[j]], self.sizes[j], strict=True):
+                out[k] = vec[start : start + n].reshape(self.spec[k].shape)
+                start += n
+        return out
+
+    def _adam(self, ps: Sequence, g, m, v, sizes, step_size, bc2_sqrt):  # noqa: ANN001, ANN202
         p = ops.concat(self.map(_ravel, ps))
         if self.wd != 0.0:
             g = g + self.wd * p
@@ -179,8 +200,7 @@ class Optimizer(nn.Cell):
         ok = (ops.assign(m, m_new), ops.assign(v, v_new))
         return ops.depend(self.map(_put, ps, _split(p_new, sizes)), ok)
 
-    def _sgd(self, ps: Sequence, gs: Sequence, buf, sizes, lr):  # noqa: ANN001, ANN202
-        g = ops.concat(self.map(_ravel, gs))
+    def _sgd(self, ps: Sequence, g, buf, sizes, lr):  # noqa: ANN001, ANN202
         p = ops.concat(self.map(_ravel, ps))
         if self.wd != 0.0:
             g = g + self.wd * p
@@ -197,10 +217,11 @@ class Optimizer(nn.Cell):
         for i in range(len(self.active)):
             j = self.active[i]
             a, b = self.bounds[j]
-            ps, gs = self.params[a:b], grads[a:b]
+            ps = self.params[a:b]
+            g = grads[i] if self.flat_grads else ops.concat(self.map(_ravel, grads[a:b]))
             if self.kind == "adam":
-                done = done + (self._adam(ps, gs, self.m[i], self.v[i], self.sizes[j], hyper[j],
+                done = done + (self._adam(ps, g, self.m[i], self.v[i], self.sizes[j], hyper[j],
                                           hyper[2]),)
             else:
-                done = done + (self._sgd(ps, gs, self.buf[i], self.sizes[j], hyper[j]),)
+                done = done + (self._sgd(ps, g, self.buf[i], self.sizes[j], hyper[j]),)
         return ops.depend(hyper[2], done)
