@@ -74,16 +74,23 @@ def _cfg(name: str, **kw) -> OptimConfig:
 class _MS:
     """One MindSpore optimiser over fresh Parameters, its step compiled once."""
 
-    def __init__(self, o: OptimConfig, p0: dict[str, np.ndarray]) -> None:
+    def __init__(self, o: OptimConfig, p0: dict[str, np.ndarray], flat: bool = False) -> None:
         _set_device("CPU")  # idempotent once the runtime is up (other tests ran first)
         self.params = {k: Parameter(Tensor(p0[k].copy()), name=k) for k in NAMES}
         self.opt = Optimizer(o, SPEC, self.params)
+        self.opt.flat_grads = flat  # gradients raveled first, as the backend's gradient block does
+        self.ravel = ms.jit(self.opt.ravel) if flat else None
         self.step = ms.jit(self.opt.construct)
 
     def run(self, grads: list[dict[str, np.ndarray]], lrs) -> list[dict[str, np.ndarray]]:  # noqa: ANN001
         out = []
         for g, lr in zip(grads, lrs, strict=True):
-            self.step(ms.mutable(tuple(Tensor(g[k]) for k in NAMES)), self.opt.hyper(lr))
+            gs = ms.mutable(tuple(Tensor(g[k]) for k in NAMES))
+            if self.ravel is not None:
+                gs = ms.mutable(self.ravel(gs))
+                back = self.opt.unravel([x.asnumpy() for x in gs])
+                assert all(np.array_equal(back[k], g[k]) for k in NAMES)
+            self.step(gs, self.opt.hyper(lr))
             out.append({k: p.asnumpy().copy() for k, p in self.params.items()})
         return out
 
@@ -163,6 +170,16 @@ def test_sgd_matches_torch(nesterov: bool) -> None:
     for k, w in ws.items():
         np.testing.assert_allclose(st[f"sgd.momentum.{k}"], topt.state[w]["momentum_buffer"].numpy(),
                                    rtol=1e-5, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_flat_gradients_give_the_same_bits(name: str) -> None:
+    p0, grads = _problem()
+    per_param = _MS(_cfg(name), p0).run(grads[:3], LRS[:3])
+    flat = _MS(_cfg(name), p0, flat=True).run(grads[:3], LRS[:3])
+    for a, b in zip(flat, per_param, strict=True):
+        for k in NAMES:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 @pytest.mark.parametrize("name", ["adam", "sgd"])

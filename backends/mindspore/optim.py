@@ -6,7 +6,8 @@ to the gradient, Adam's eps added to sqrt(v)/sqrt(1−β2^t), Nesterov SGD as to
 (lr·mult/(1−β1^t), sqrt(1−β2^t)) computed in float64 on the host, as torch does.
 
 Layout: one flat float32 buffer per slot and group (Adam m and v, SGD momentum). A step, under
-``mindspore.jit``: each group's gradients and parameters are raveled and concatenated once, the
+``mindspore.jit``: each group's gradients (already flat when the gradient block ends with
+:meth:`Optimizer.ravel`, as the backend's does) and parameters are raveled and concatenated, the
 moments and the new parameters computed in a handful of element-wise ops on the flat vectors (the
 same float32 operations, element by element, as per parameter: the same bits), and the new
 values split back and assigned to the parameters. Per-parameter work is a reshape and an assign
