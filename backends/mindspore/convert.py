@@ -59,46 +59,43 @@ def is_bn_module(module: str) -> bool:
     return BN_MODULE.search(module) is not None
 
 
+def _map_bn_leaf(name: str, table: Mapping[str, str], what: str) -> str:
+    module, leaf = _split(name)
+    if not is_bn_module(module):
+        return name
+    if leaf not in table:
+        raise KeyError(f"{name}: unknown {what}BatchNorm entry {leaf!r}")
+    return f"{module}.{table[leaf]}"
+
+
 def ms_name(canonical: str) -> str:
     """Canonical name → MindSpore parameter name."""
-    module, leaf = _split(canonical)
-    if is_bn_module(module):
-        if leaf not in _BN_TO_MS:
-            raise KeyError(f"{canonical}: unknown BatchNorm entry {leaf!r}")
-        return f"{module}.{_BN_TO_MS[leaf]}"
-    return canonical
+    return _map_bn_leaf(canonical, _BN_TO_MS, "")
 
 
 def canonical_name(ms_key: str) -> str:
     """MindSpore parameter name → canonical name."""
-    module, leaf = _split(ms_key)
-    if is_bn_module(module):
-        if leaf not in _BN_FROM_MS:
-            raise KeyError(f"{ms_key}: unknown MindSpore BatchNorm entry {leaf!r}")
-        return f"{module}.{_BN_FROM_MS[leaf]}"
-    return ms_key
+    return _map_bn_leaf(ms_key, _BN_FROM_MS, "MindSpore ")
+
+
+def _rename(params: Mapping[str, object], rename, src: str, dst: str) -> dict[str, object]:  # noqa: ANN001
+    out: dict[str, object] = {}
+    for k, v in params.items():
+        n = rename(k)
+        if n in out:
+            raise CheckpointError(f"{k}: two {src} names map to the {dst} name {n}")
+        out[n] = v
+    return out
 
 
 def ms_to_canonical(params: Mapping[str, object]) -> dict[str, object]:
     """Rename a MindSpore-named dict to canonical names (values untouched, order kept)."""
-    out: dict[str, object] = {}
-    for k, v in params.items():
-        c = canonical_name(k)
-        if c in out:
-            raise CheckpointError(f"{k}: two MindSpore names map to the canonical name {c}")
-        out[c] = v
-    return out
+    return _rename(params, canonical_name, "MindSpore", "canonical")
 
 
 def canonical_to_ms(params: Mapping[str, object]) -> dict[str, object]:
     """Rename a canonical-named dict to MindSpore names (values untouched, order kept)."""
-    out: dict[str, object] = {}
-    for k, v in params.items():
-        m = ms_name(k)
-        if m in out:
-            raise CheckpointError(f"{k}: two canonical names map to the MindSpore name {m}")
-        out[m] = v
-    return out
+    return _rename(params, ms_name, "canonical", "MindSpore")
 
 
 # --------------------------------------------------------------------------------------------
