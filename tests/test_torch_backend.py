@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_backend_contract import make_batch
 
 from mvd_backends.torch.backend import TorchBackend
 from mvd_core.config import Config, load_config
 from mvd_core.errors import BackendUnavailable, MvdError
-from mvd_core.interface import TAP_NAMES, Batch
+from mvd_core.interface import TAP_NAMES
 from mvd_core.model import spec as ms
 from mvd_core.model.spec import init_params, model_spec
 from mvd_core.registry import create_backend
@@ -37,16 +38,6 @@ def tiny(*overrides: str) -> Config:
             *overrides,
         ],
     )
-
-
-def make_batch(seed: int, n_ids: int = 3, per: int = 4, h: int = 32, w: int = 16) -> Batch:
-    """n_ids identities × (per/2 visible + per/2 thermal), normalised-looking images."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(rng.choice(C, n_ids, replace=False), per).astype(np.int64)
-    modality = np.tile(np.repeat([0, 1], per // 2), n_ids).astype(np.int64)
-    images = rng.standard_normal((n_ids * per, 3, h, w)).astype(np.float32)
-    images[modality == 1] = images[modality == 1].mean(axis=1, keepdims=True)  # grey thermal
-    return Batch(images, labels, modality)
 
 
 BATCHES = [make_batch(s) for s in range(6)]
