@@ -22,11 +22,6 @@ Known gaps (written here instead of skips):
   here only its round trip and step count are used.
 * Multi-process (distributed) behaviour: tests/test_distributed.py.
 * That both backends compute the same numbers: tests/test_parity.py (the referee).
-* Known bug, marked xfail(strict) in test_exact_resume_from_state_optimizer_and_rng:
-  MindSpore's optimiser ``load_state`` (backends/mindspore/optim.py) writes its flat moment
-  buffers with ``Parameter.set_data``, which a jit graph that has already run does not see, so
-  loading an optimiser state after the first step is silently ignored (the parameters reload:
-  ``MindSporeBackend.load_state`` copies in place). The fix: ``buf.copy_(...)`` there (checked).
 """
 
 from __future__ import annotations
@@ -51,7 +46,6 @@ OVERRIDES = [
 ]
 
 runner = CliRunner()
-MS_OPT_LOAD_BUG = "MindSpore optimiser load_state uses set_data, unseen by a compiled step (module doc)"
 
 
 def cfg_of(*extra: str) -> Config:
@@ -221,9 +215,7 @@ def test_train_step_lowers_the_loss(be) -> None:
     assert be.loss_terms(BATCHES[0])["total"] < 0.7 * first
 
 
-def test_exact_resume_from_state_optimizer_and_rng(backend_name, be, request) -> None:
-    if backend_name == "mindspore":  # known bug (module doc, gaps): remove the mark with the fix
-        request.applymarker(pytest.mark.xfail(strict=True, reason=MS_OPT_LOAD_BUG))
+def test_exact_resume_from_state_optimizer_and_rng(be) -> None:
     be.train_step(BATCHES[0], 1e-3)
     snap = snapshot(be)
     want = [be.train_step(b, 1e-3) for b in BATCHES[1:3]]

@@ -166,7 +166,9 @@ class Optimizer(nn.Cell):
         optim_state.check(state, self.kind, self.spec, source)
         for slot, j, buf in self._flat_buffers():
             names = self.group_names[optim_state.GROUPS[j]]
-            buf.set_data(Tensor(optim_state.join_flat(state, self.kind, slot, names)))
+            # in place: after a compiled step has run, set_data's new tensor is not what the
+            # graph reads (a load after the first step was silently ignored)
+            buf.copy_(Tensor(optim_state.join_flat(state, self.kind, slot, names)))
         self.t = optim_state.step_of(state)
 
     # ------------------------------------------------------------------ compiled side
