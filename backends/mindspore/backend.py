@@ -16,29 +16,15 @@ optimiser update, with the gradients handed over between them. The modes differ 
   padded to it instead of compiling another);
 * ``"pynative"`` (default): they run eagerly, op by op (no compilation, any batch shape).
 
-Speed: one fused graph of the whole step (gradient + update, joined with ``ops.depend``) was
-measured and dropped: on CPU it ran at the sum of the two blocks' times (mvd-ms, batch 16,
-288×144, 2 threads: 21.7 s/step against 12.8 s for the two blocks; tiny: 623-734 ms against
-508-576 ms). Why was not established (the fused graph orders the update after the whole
-backward through its side-effect chain; two launched graphs let the host prepare the next step
-while the update runs). ``benchmarks/bench_train.py`` measures both modes next to torch.
+Speed: one fused graph of the whole step (gradient + update) was measured slower than the two
+blocks and dropped (docs/mindspore.md). Both modes compute the same numbers (tested). The
+process's global context stays PyNative.
 
-Both modes compute the same numbers (tested). The process's global context stays PyNative.
-
-Memory (SPEC §3 "The MindSpore memory leak"): every callable is built ONCE in ``__init__`` —
-the ``value_and_grad`` function, the two compiled blocks, the optimiser with its moment buffers —
-and each step only creates its input Tensors (images, labels, modality, dropout masks, one
-small hyper-parameter vector), converts one loss vector to NumPy and keeps no Tensor. The
-learning rate and the Adam bias corrections travel in that hyper-parameter vector, so a new
-lr never re-creates or re-compiles anything. And no training step launches an eager kernel:
-MindSpore 2.8 leaks host memory on eager (PyNative) CPU kernel launches — for many ops
-(ReduceSum without an axis, MatMul/Dense, ReduceMax/Min, (Log)Softmax, Concat, Tile, Zeros,
-Eye, ...) each launch builds a kernel whose ``SetThreadPool`` re-runs
-``ActorMgr::Initialize`` and allocates a new actor thread pool that is never freed, 0.5–4 KB
-per launch; ``value_and_grad`` of a compiled function leaks ~1.3 KB per call too. With the
-step eager (MindSpore 2.8.0, CPU, tiny recipe, id+tri+kldiv) RSS grew ~360 KB/step; with
-the two compiled blocks it is flat (< 1 KB/step) in both modes. Compiled graphs create
-their kernels once. See ``benchmarks/bench_memory.py`` and ``tests/test_memory.py``.
+Memory: every callable is built ONCE in ``__init__`` and each step only creates its input
+Tensors (the lr and Adam's bias corrections travel in one hyper-parameter vector) and keeps
+none; no training step launches an eager kernel, because MindSpore 2.8 leaks host memory on
+every eager CPU kernel launch (SPEC §3; measurements in docs/mindspore.md,
+``benchmarks/bench_memory.py``, ``tests/test_memory.py``).
 
 Optimisers: ``backends/mindspore/optim.py`` (``torch.optim.Adam`` / ``SGD`` exactly, over flat
 buffers; state in the layout of ``mvd_core.weights.optim_state``).
