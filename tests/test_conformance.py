@@ -14,7 +14,7 @@ from mvd_core.registry import BACKENDS, backend_class
 pytestmark = [pytest.mark.torch, pytest.mark.mindspore]
 
 ROOT = Path(__file__).resolve().parent.parent / "backends"
-FILES = ("network.py", "losses.py", "backend.py", "convert.py", "info.py")
+FILES = ("network.py", "losses.py", "optim.py", "backend.py", "convert.py", "export.py", "info.py")
 #: public names that exist in one backend only, each with its reason (empty = none)
 KNOWN_GAPS: dict[str, dict[str, str]] = {
     "backend": {"TorchBackend": "the class is named after its framework (registry)",
