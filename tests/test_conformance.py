@@ -19,6 +19,7 @@ FILES = ("network.py", "losses.py", "optim.py", "backend.py", "convert.py", "exp
 KNOWN_GAPS: dict[str, dict[str, str]] = {
     "backend": {"TorchBackend": "the class is named after its framework (registry)",
                 "MindSporeBackend": "the class is named after its framework (registry)"},
+    "optim": {"copy_in_place": "mindspore-only: PyNative copies into a Parameter asynchronously"},
     "convert": {
         # each framework's own file format, named after its framework
         "torch_to_canonical": "torch-only", "canonical_to_torch": "torch-only",

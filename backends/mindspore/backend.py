@@ -47,7 +47,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mvd_backends.mindspore.convert import ms_name
 from mvd_backends.mindspore.losses import _MVDLoss
 from mvd_backends.mindspore.network import MVDNet
-from mvd_backends.mindspore.optim import Optimizer
+from mvd_backends.mindspore.optim import Optimizer, copy_in_place
 from mvd_core.config import Config
 from mvd_core.devices import cpu_threads
 from mvd_core.errors import BackendUnavailable, CheckpointError, MvdError
@@ -446,8 +446,7 @@ class MindSporeBackend:
     # ---------------------------------------------------------------- Backend API
     def _restore_bn_stats(self, saved: list[np.ndarray]) -> None:
         """Put the BatchNorm running statistics back (a train-mode pass moved them)."""
-        for p, a in zip(self._bn_stats, saved, strict=True):
-            p.copy_(Tensor(a))  # in place, as load_state
+        copy_in_place(zip(self._bn_stats, saved, strict=True))
 
     def train_step(self, batch: Batch, lr: float) -> dict[str, float]:
         check_batch(batch, self.num_classes, self.cfg.loss)
@@ -511,10 +510,7 @@ class MindSporeBackend:
 
     def load_state(self, params: dict[str, np.ndarray], strict: bool = True) -> None:
         check_state(params, self.spec, "load_state", strict=strict)  # unexpected names: refused
-        for k, v in params.items():
-            # in place: after a jit function has run, set_data's new tensor is not what the
-            # compiled graph reads (a load after the first step was silently ignored)
-            self.param_of[k].copy_(Tensor(np.ascontiguousarray(v, dtype=np.float32)))
+        copy_in_place((self.param_of[k], v) for k, v in params.items())
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         return self.opt.state()  # mvd_core.weights.optim_state's layout

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import mindspore as ms
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.ops.auto_generate.gen_ops_prim import SplitWithSize
@@ -27,6 +28,23 @@ from mindspore.ops.auto_generate.gen_ops_prim import SplitWithSize
 from mvd_core.config import OptimConfig
 from mvd_core.model.spec import ParamSpec
 from mvd_core.weights import optim_state
+
+
+def copy_in_place(pairs) -> None:
+    """Copy arrays into Parameters in place (``(parameter, array)`` pairs) and wait for it.
+
+    In place: after a compiled function has run, ``set_data``'s new tensor is not what its graph
+    reads. And waited for: PyNative queues ``copy_`` asynchronously, so the source Tensors are
+    kept until ``mindspore.runtime.synchronize()`` returns (suspected cause of the one resumed
+    MindSpore run, under load, whose first step diverged)."""
+    sources = []
+    for p, a in pairs:
+        src = Tensor(np.ascontiguousarray(a, dtype=np.float32))
+        p.copy_(src)
+        sources.append(src)
+    ms.runtime.synchronize()
+    del sources
+
 
 _split_with_size = SplitWithSize()
 #: sizes per split call: a longer size list overflows the graph compiler's call depth (argument
@@ -164,11 +182,9 @@ class Optimizer(nn.Cell):
     def load_state(self, state: Mapping[str, np.ndarray], source: str) -> None:
         """Load a canonical state, checked first (one CheckpointError naming every bad key)."""
         optim_state.check(state, self.kind, self.spec, source)
-        for slot, j, buf in self._flat_buffers():
-            names = self.group_names[optim_state.GROUPS[j]]
-            # in place: after a compiled step has run, set_data's new tensor is not what the
-            # graph reads (a load after the first step was silently ignored)
-            buf.copy_(Tensor(optim_state.join_flat(state, self.kind, slot, names)))
+        copy_in_place((buf, optim_state.join_flat(state, self.kind, slot,
+                                                  self.group_names[optim_state.GROUPS[j]]))
+                      for slot, j, buf in self._flat_buffers())
         self.t = optim_state.step_of(state)
 
     # ------------------------------------------------------------------ compiled side
