@@ -75,6 +75,34 @@ def _time_loader(loader: TrainLoader, batches: int, consumer_s: float) -> tuple[
     return images / dt, 1e3 * float(np.median(waits))
 
 
+def _time_trainer(cfg, train, data, amp: str, steps: int) -> dict:
+    """The torch trainer (mvd-ms at its own batch, channels_last, ``amp``) fed by the loader with
+    the recipe's workers: images/s it consumes and the median ms it waits for a batch."""
+    from mvd_core.config import replace
+    from mvd_core.registry import create_backend
+
+    run = {"backend": "torch", "device": "cpu", "channels_last": True,
+           "amp": "bf16" if amp == "bf16" else "none"}
+    c = replace(cfg, run=run, data={"root": data.root, "cache": data.cache, "dataset": "sysu"})
+    backend = create_backend(c, train.num_classes)
+    waits, images, dt = [], 0, 0.0
+    with TrainLoader(train, c.data, seed=0) as loader:
+        it = loader.epoch(1)
+        backend.train_step(next(it), 1e-4)  # warm-up (first-call allocations)
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            b = next(it)
+            t1 = time.perf_counter()
+            backend.train_step(b, 1e-4)
+            waits.append(t1 - t0)
+            dt += time.perf_counter() - t0
+            images += len(b)
+        it.close()
+    return {"setting": f"trainer torch {amp} + channels_last, mvd-ms {len(b)}/batch",
+            "workers": c.data.workers, "images_per_s": images / dt,
+            "wait_ms_per_batch": 1e3 * float(np.median(waits))}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=40, help="batches timed per setting")
@@ -83,6 +111,10 @@ def main() -> int:
     ap.add_argument("--images-per-cam", type=int, default=8)
     ap.add_argument("--workers", default="0,1,2", help="worker counts to time")
     ap.add_argument("--step-ms", type=float, default=50.0, help="simulated training step of the busy consumer")
+    ap.add_argument("--trainer", choices=["none", "fp32", "bf16"], default="none",
+                    help="also time the real torch trainer (mvd-ms, channels_last; bf16 autocast) "
+                         "consuming the loader's batches: its images/s next to the loader's")
+    ap.add_argument("--trainer-steps", type=int, default=4)
     ap.add_argument("--json", default="out/bench_data.json")
     args = ap.parse_args()
 
@@ -122,6 +154,9 @@ def main() -> int:
                 rows.append({"setting": f"  with a {args.step_ms:.0f} ms consumer, workers={w}", "workers": w,
                              "images_per_s": ips, "wait_ms_per_batch": wait_ms})
 
+        if args.trainer != "none":
+            rows.append(_time_trainer(cfg, train, data, args.trainer, args.trainer_steps))
+
     meta = {
         "height": data.height, "width": data.width, "batch": 2 * data.num_ids * data.num_pos,
         "augment": data.augment, "cpus": os.cpu_count(), "python": platform.python_version(),
@@ -134,6 +169,12 @@ def main() -> int:
     best = max(r["images_per_s"] for r in rows if r["setting"].startswith("TrainLoader"))
     print(f"\nbest loader throughput: {best:.0f} images/s (target >= 400) at "
           f"{data.height}x{data.width}, {os.cpu_count()} CPUs")
+    trainer = [r for r in rows if r["setting"].startswith("trainer")]
+    if trainer:
+        ratio = best / trainer[0]["images_per_s"]
+        meta["loader_over_trainer"] = ratio
+        print(f"loader / trainer images/s: {ratio:.1f}x (target >= 2x); the trainer waited a median "
+              f"{trainer[0]['wait_ms_per_batch']:.1f} ms per batch")
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
