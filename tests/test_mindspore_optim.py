@@ -224,3 +224,39 @@ def test_load_state_is_checked() -> None:
     with pytest.raises(CheckpointError, match=r"mis-shaped: adam\.m\.h\.bias.*missing: adam\.v\.a"
                                               r"\.weight.*unexpected: adam\.x"):
         ms_opt.opt.load_state(bad, "test")
+
+
+def test_copy_in_place_lands_before_it_returns_and_a_lost_copy_is_refused() -> None:
+    """``copy_in_place`` (every load: weights, BN statistics, optimiser buffers) returns once
+    each destination reads back its source: a graph compiled before the load and run right
+    after sees the new values; a copy that did not land is one MvdError naming the parameter."""
+    from mvd_backends.mindspore.optim import copy_in_place
+    from mvd_core.errors import MvdError
+
+    _set_device("CPU")
+    rng = np.random.default_rng(3)
+    params = [Parameter(Tensor(np.zeros((32, 16, 3, 3), np.float32)), name=f"w{i}") for i in range(8)]
+
+    @ms.jit
+    def total(*ps):
+        return ms.ops.stack([p.sum() for p in ps])
+
+    total(*params)  # compiled on the old values
+    for _ in range(5):
+        new = [rng.standard_normal(p.shape).astype(np.float64) for p in params]
+        copy_in_place(zip(params, new, strict=True))
+        got = total(*params).asnumpy()
+        np.testing.assert_allclose(got, [a.astype(np.float32).sum() for a in new], rtol=1e-4)
+
+    class Lost:  # a destination whose copy never lands
+        name = "head.classifier.weight"
+        shape = (2, 2)
+
+        def copy_(self, src):
+            return self
+
+        def asnumpy(self):
+            return np.zeros((2, 2), np.float32)
+
+    with pytest.raises(MvdError, match=r"head\.classifier\.weight did not land"):
+        copy_in_place([(Lost(), np.ones((2, 2)))])

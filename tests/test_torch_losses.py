@@ -180,6 +180,17 @@ def _numeric_grad(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
     return g
 
 
+def test_batch_hard_triplet_gradient_matches_reference() -> None:
+    # the masked max/min (±inf fills) have the reference's gradient
+    rng = np.random.default_rng(12)
+    labels = np.repeat([3, 7, 9, 11], 4)
+    feats = rng.standard_normal((16, 6))
+    ft = _t(feats, grad=True)
+    (g,) = torch.autograd.grad(tl.batch_hard_triplet(ft, torch.as_tensor(labels), 0.3), [ft])
+    want = _numeric_grad(lambda x: ref.batch_hard_triplet(x, labels, 0.3), feats)
+    np.testing.assert_allclose(g.numpy(), want, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("mode", ["proper", "legacy"])
 def test_kl_student_gradient_matches_reference(mode: str) -> None:
     rng = np.random.default_rng(10)

@@ -20,30 +20,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import mindspore as ms
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.ops.auto_generate.gen_ops_prim import SplitWithSize
 
 from mvd_core.config import OptimConfig
+from mvd_core.errors import MvdError
 from mvd_core.model.spec import ParamSpec
 from mvd_core.weights import optim_state
 
 
 def copy_in_place(pairs) -> None:
-    """Copy arrays into Parameters in place (``(parameter, array)`` pairs) and wait for it.
+    """Copy arrays into Parameters in place (``(parameter, array)`` pairs), and return only
+    once every copy has landed.
 
     In place: after a compiled function has run, ``set_data``'s new tensor is not what its graph
-    reads. And waited for: PyNative queues ``copy_`` asynchronously, so the source Tensors are
-    kept until ``mindspore.runtime.synchronize()`` returns (suspected cause of the one resumed
-    MindSpore run, under load, whose first step diverged)."""
-    sources = []
-    for p, a in pairs:
-        src = Tensor(np.ascontiguousarray(a, dtype=np.float32))
-        p.copy_(src)
-        sources.append(src)
-    ms.runtime.synchronize()
-    del sources
+    reads. Landed: PyNative queues ``copy_``. Twice (CI, a loaded machine) a MindSpore loss
+    evaluated right after a load came out ``tri = inf`` with every other term finite -- what
+    huge trunk features give (the BN-neck normalises them away from the logits) -- and the next
+    call on the same weights was right; not reproduced in isolation (copy/read-back and
+    compiled-triplet loops, 10^5 runs). The suspected cause is a graph launched while queued
+    copies were still running, so every destination is read back (``asnumpy`` waits for its
+    queued copy) and compared with its source before returning; a copy that did not land is an
+    :class:`~mvd_core.errors.MvdError`. (``mindspore.runtime.synchronize`` is no help on the
+    CPU: it logs an error and returns.)"""
+    todo = [(p, np.ascontiguousarray(a, dtype=np.float32)) for p, a in pairs]
+    for p, a in todo:
+        p.copy_(Tensor(a))
+    for p, a in todo:
+        got = p.asnumpy()
+        if got.shape != a.shape or not np.array_equal(got, a.astype(got.dtype), equal_nan=True):
+            raise MvdError(f"MindSpore: copying into parameter {p.name} did not land "
+                           f"(read back {got.shape}, expected {a.shape})")
 
 
 _split_with_size = SplitWithSize()
