@@ -254,6 +254,59 @@ def load_images(
 # --------------------------------------------------------------------------------- shared by the readers
 
 
+@dataclass(frozen=True)
+class IndexFile:
+    """One ``relative/path label`` index file (RegDB's ``idx/*.txt``, LLCM's training lists):
+    the images as written (``rels``) and under the root (``paths``), their labels and the line
+    each came from."""
+
+    path: Path
+    rels: tuple[str, ...]
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    lines: tuple[int, ...]
+
+
+def read_index_file(root: Path, path: Path, missing: str) -> IndexFile:
+    """Lines ``relative/path label`` (blank lines skipped), paths relative to ``root``; every
+    image must exist. A bad line is one :class:`DataError` naming the file and line; a missing
+    file names it, with ``missing`` (what was expected)."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing {missing}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    rroot = root.resolve()
+    rels: list[str] = []
+    labels: list[int] = []
+    lines: list[int] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        fields = s.split()
+        if len(fields) != 2:
+            got = "1 field (no label)" if len(fields) == 1 else f"{len(fields)} fields"
+            raise DataError(f"{path}:{lineno}: expected 'relative/path label', got {got}: {s!r}")
+        rel, lab = fields
+        try:
+            label = int(lab)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: label {lab!r} is not an integer") from None
+        if label < 0:
+            raise DataError(f"{path}:{lineno}: label {label} is negative")
+        if not (rroot / rel).is_file():
+            raise DataError(f"{path}:{lineno}: image {rel} not found under {rroot}")
+        rels.append(rel)
+        labels.append(label)
+        lines.append(lineno)
+    if not rels:
+        raise DataError(f"{path}: empty split (no image lines)")
+    return IndexFile(path, tuple(rels), tuple(str(rroot / r) for r in rels),
+                     np.asarray(labels, np.int64), tuple(lines))
+
+
 def _require_dir(path: Path, what: str) -> None:
     if not path.is_dir():
         raise DataError(f"{path}: missing folder ({what})")

@@ -54,12 +54,20 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mvd_core.data.base import THERMAL, VISIBLE, ImageSet, TestSet, TrainSet, _require_dir
+from mvd_core.data.base import (
+    THERMAL,
+    VISIBLE,
+    ImageSet,
+    IndexFile,
+    TestSet,
+    TrainSet,
+    _require_dir,
+    read_index_file,
+)
 from mvd_core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -74,50 +82,13 @@ LLCM_TEST_ID_FILE = "idx/test_id.txt"
 _CAM_DIR = re.compile(r"^cam(\d+)$")
 
 
-@dataclass(frozen=True)
-class _List:
-    path: Path
-    paths: tuple[str, ...]
-    labels: np.ndarray
-    cams: np.ndarray
-
-
-def read_llcm_list(root: Path, path: Path) -> _List:
-    """Lines ``relative/path label`` of ``idx/train_{vis,nir}.txt``; every image must exist."""
-    if not path.is_file():
-        raise DataError(f"{path}: missing LLCM index file (expected idx/train_vis.txt and idx/train_nir.txt)")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
-    rroot = root.resolve()
-    paths: list[str] = []
-    labels: list[int] = []
-    cams: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        s = line.strip()
-        if not s:
-            continue
-        fields = s.split()
-        if len(fields) != 2:
-            raise DataError(f"{path}:{lineno}: expected 'relative/path label', got {len(fields)} field(s): {s!r}")
-        rel, lab = fields
-        try:
-            label = int(lab)
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: label {lab!r} is not an integer") from None
-        if label < 0:
-            raise DataError(f"{path}:{lineno}: label {label} is negative")
-        full = rroot / rel
-        if not full.is_file():
-            raise DataError(f"{path}:{lineno}: image {rel} not found under {rroot}")
-        cam = next((int(m.group(1)) for part in Path(rel).parts[:-1] if (m := _CAM_DIR.match(part))), -1)
-        paths.append(str(full))
-        labels.append(label)
-        cams.append(cam)
-    if not paths:
-        raise DataError(f"{path}: empty split (no image lines)")
-    return _List(path, tuple(paths), np.asarray(labels, np.int64), np.asarray(cams, np.int64))
+def read_llcm_list(root: Path, path: Path) -> tuple[IndexFile, np.ndarray]:
+    """One training list ``idx/train_{vis,nir}.txt`` and its images' cameras (the number of a
+    ``camN`` folder in the path, else -1)."""
+    x = read_index_file(root, path, "LLCM index file (expected idx/train_vis.txt and idx/train_nir.txt)")
+    cams = [next((int(m.group(1)) for part in Path(rel).parts[:-1] if (m := _CAM_DIR.match(part))), -1)
+            for rel in x.rels]
+    return x, np.asarray(cams, np.int64)
 
 
 def load_llcm_train(root: str | os.PathLike[str]) -> TrainSet:
@@ -125,8 +96,8 @@ def load_llcm_train(root: str | os.PathLike[str]) -> TrainSet:
     label needs an image in both lists."""
     root = Path(root)
     _require_dir(root, "LLCM root")
-    v = read_llcm_list(root, root / "idx" / LLCM_TRAIN_FILES[VISIBLE])
-    t = read_llcm_list(root, root / "idx" / LLCM_TRAIN_FILES[THERMAL])
+    v, v_cams = read_llcm_list(root, root / "idx" / LLCM_TRAIN_FILES[VISIBLE])
+    t, t_cams = read_llcm_list(root, root / "idx" / LLCM_TRAIN_FILES[THERMAL])
     uniq = np.unique(np.concatenate([v.labels, t.labels]))
     for a, b in ((v, t), (t, v)):
         missing = np.setdiff1d(uniq, a.labels)
@@ -135,8 +106,8 @@ def load_llcm_train(root: str | os.PathLike[str]) -> TrainSet:
                 f"{a.path}: labels {missing[:10].tolist()} appear in {b.path.name} but have no image "
                 "here (every training id needs both modalities)"
             )
-    vis = ImageSet(pids=v.labels, labels=np.searchsorted(uniq, v.labels), cams=v.cams, modality=VISIBLE, paths=v.paths)
-    th = ImageSet(pids=t.labels, labels=np.searchsorted(uniq, t.labels), cams=t.cams, modality=THERMAL, paths=t.paths)
+    vis = ImageSet(pids=v.labels, labels=np.searchsorted(uniq, v.labels), cams=v_cams, modality=VISIBLE, paths=v.paths)
+    th = ImageSet(pids=t.labels, labels=np.searchsorted(uniq, t.labels), cams=t_cams, modality=THERMAL, paths=t.paths)
     ts = TrainSet(vis, th, int(uniq.shape[0]), f"LLCM train ({root})")
     log.info("LLCM %s: %d ids, %d visible + %d infrared training images", root, ts.num_classes, len(vis), len(th))
     return ts

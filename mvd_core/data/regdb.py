@@ -16,12 +16,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mvd_core.data.base import THERMAL, VISIBLE, ImageSet, TestSet, TrainSet, _require_dir
+from mvd_core.data.base import (
+    THERMAL,
+    VISIBLE,
+    ImageSet,
+    IndexFile,
+    TestSet,
+    TrainSet,
+    _require_dir,
+    read_index_file,
+)
 from mvd_core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -31,74 +39,33 @@ REGDB_VISIBLE_CAM = 1
 REGDB_THERMAL_CAM = 2
 
 
-@dataclass(frozen=True)
-class _IdxFile:
-    path: Path
-    paths: tuple[str, ...]
-    labels: np.ndarray
-    folders: tuple[int | None, ...]
-    lines: tuple[int, ...]
-
-
 def regdb_idx_path(root: Path, split: str, modality: str, trial: int) -> Path:
     return root / "idx" / f"{split}_{modality}_{trial}.txt"
 
 
-def read_regdb_idx(root: Path, path: Path) -> _IdxFile:
-    """Lines ``relative/path label`` of one RegDB index file; every image must exist."""
-    if not path.is_file():
-        raise DataError(
-            f"{path}: missing RegDB index file (expected idx/{{train,test}}_{{visible,thermal}}_<trial>.txt)"
-        )
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
-    rroot = root.resolve()
-    paths: list[str] = []
-    labels: list[int] = []
-    folders: list[int | None] = []
-    lines: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        s = line.strip()
-        if not s:
-            continue
-        fields = s.split()
-        if len(fields) == 1:
-            raise DataError(f"{path}:{lineno}: expected 'relative/path label', got {s!r} (no label)")
-        if len(fields) != 2:
-            raise DataError(f"{path}:{lineno}: expected 'relative/path label', got {len(fields)} fields")
-        rel, lab = fields
-        try:
-            label = int(lab)
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: label {lab!r} is not an integer") from None
-        if label < 0:
-            raise DataError(f"{path}:{lineno}: label {label} is negative")
-        full = rroot / rel
-        if not full.is_file():
-            raise DataError(f"{path}:{lineno}: image {rel} not found under {rroot}")
-        parent = Path(rel).parent.name
-        folders.append(int(parent) if parent.isdigit() else None)
-        paths.append(str(full))
-        labels.append(label)
-        lines.append(lineno)
-    if not paths:
-        raise DataError(f"{path}: empty split (no image lines)")
-    return _IdxFile(path, tuple(paths), np.asarray(labels, np.int64), tuple(folders), tuple(lines))
+def read_regdb_idx(root: Path, path: Path) -> IndexFile:
+    """One RegDB index file (:func:`~mvd_core.data.base.read_index_file`)."""
+    return read_index_file(
+        root, path, "RegDB index file (expected idx/{train,test}_{visible,thermal}_<trial>.txt)")
 
 
-def _regdb_pids(files: Sequence[_IdxFile]) -> list[np.ndarray]:
+def _folders(x: IndexFile) -> tuple[int | None, ...]:
+    """Each image's parent folder as a person id (None when the folder is not a number)."""
+    return tuple(int(p) if (p := Path(rel).parent.name).isdigit() else None for rel in x.rels)
+
+
+def _regdb_pids(files: Sequence[IndexFile]) -> list[np.ndarray]:
     """Folder pids of the files of one split, checking folder↔label is one-to-one across them."""
-    use_folders = all(f is not None for x in files for f in x.folders)
+    folders = [_folders(x) for x in files]
+    use_folders = all(f is not None for fs in folders for f in fs)
     label_of: dict[int, tuple[int, str]] = {}
     pid_of: dict[int, tuple[int, str]] = {}
     out = []
-    for x in files:
+    for x, fs in zip(files, folders, strict=True):
         if not use_folders:
             out.append(x.labels.copy())
             continue
-        for folder, label, lineno in zip(x.folders, x.labels.tolist(), x.lines):
+        for folder, label, lineno in zip(fs, x.labels.tolist(), x.lines):
             assert folder is not None
             where = f"{x.path}:{lineno}"
             if folder in label_of and label_of[folder][0] != label:
@@ -113,7 +80,7 @@ def _regdb_pids(files: Sequence[_IdxFile]) -> list[np.ndarray]:
                 )
             label_of.setdefault(folder, (label, where))
             pid_of.setdefault(label, (folder, where))
-        out.append(np.asarray(x.folders, np.int64))
+        out.append(np.asarray(fs, np.int64))
     return out
 
 
