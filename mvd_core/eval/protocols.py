@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -130,6 +130,53 @@ def _rerank(q_feats: np.ndarray, g_feats: np.ndarray, qq_sq: np.ndarray | None =
 
 # --------------------------------------------------------------------------------------------
 # SYSU-MM01
+
+
+def _drawn_trials(
+    q_feats: np.ndarray,
+    q_pids: np.ndarray,
+    q_cams: np.ndarray,
+    g_feats: np.ndarray,
+    g_pids: np.ndarray,
+    g_cams: np.ndarray,
+    trials: Sequence[int],
+    draw: Callable[[int], np.ndarray],
+    cand: np.ndarray,
+    *,
+    protocol: str,
+    label: str,
+    metric: DistanceMetric,
+    max_rank: int,
+    chunk: int | None,
+    rerank: bool,
+) -> list[tuple[int, EvalResult]]:
+    """Every query against each trial's gallery draw (``draw(trial)``: sorted rows of the
+    gallery, within the sorted candidate rows ``cand``): the query x candidate distances are
+    computed once and each trial takes its columns (re-ranking: the query x query block once,
+    each draw re-ranked); each result's per-query top-K are mapped back to rows of the whole
+    gallery. The trial loop of the drawn-gallery protocols (SYSU-MM01, LLCM)."""
+    g_feats = np.asarray(g_feats)
+    if rerank:
+        from mvd_core.eval.rerank import squared_distances
+
+        qq_sq = squared_distances(q_feats, q_feats)
+    else:
+        dist = distance(q_feats, g_feats[cand], metric)
+    rows: list[tuple[int, EvalResult]] = []
+    for trial in trials:
+        idx = draw(trial)
+        result = evaluate_distances(
+            _rerank(q_feats, g_feats[idx], qq_sq) if rerank else dist[:, np.searchsorted(cand, idx)],
+            q_pids, g_pids[idx], q_cams, g_cams[idx],
+            protocol=protocol, max_rank=max_rank, chunk=chunk,
+        )
+        if result.per_query is not None:  # top-K columns of this draw → rows of the whole set
+            pq = result.per_query
+            result = EvalResult(result.cmc, result.mAP, result.mINP, result.num_valid,
+                                per_query=type(pq)(**{**vars(pq), "top": idx[pq.top]}))
+        log.info("%s trial %s: R1 %.2f mAP %.2f", label, trial, 100 * result.cmc[0], 100 * result.mAP)
+        rows.append((int(trial), result))
+    return rows
 
 
 def sysu_file_index(
@@ -393,39 +440,14 @@ def run_sysu(
     cand = np.flatnonzero(np.isin(g_cams, SYSU_GALLERY_CAMS[mode]))
     if cand.shape[0] == 0:
         raise MvdError(f"g_cams: no image from the {mode}-search cameras")
-    dist = distance(q_feats, np.asarray(g_feats)[cand], metric)
-    if rerank:  # the query x query block is the same in every trial: once
-        from mvd_core.eval.rerank import squared_distances
 
-        qq_sq = squared_distances(q_feats, q_feats)
-    rows: list[tuple[int, EvalResult]] = []
-    for trial in trials:
-        idx = sysu_gallery_indices(g_pids, g_cams, mode, shot, trial, gallery_draw,
-                                   file_index=g_file_index, perms=perms)
-        cols = np.searchsorted(cand, idx)
-        result = evaluate_distances(
-            _rerank(q_feats, np.asarray(g_feats)[idx], qq_sq) if rerank else dist[:, cols],
-            q_pids,
-            g_pids[idx],
-            q_cams,
-            g_cams[idx],
-            protocol="sysu",
-            max_rank=max_rank,
-            chunk=chunk,
-        )
-        if result.per_query is not None:  # top-K columns of this draw → rows of the whole set
-            pq = result.per_query
-            result = EvalResult(result.cmc, result.mAP, result.mINP, result.num_valid,
-                                per_query=type(pq)(**{**vars(pq), "top": idx[pq.top]}))
-        log.info(
-            "SYSU-MM01 %s/%s trial %s: R1 %.2f mAP %.2f",
-            mode,
-            shot,
-            trial,
-            100 * result.cmc[0],
-            100 * result.mAP,
-        )
-        rows.append((int(trial), result))
+    def draw(trial: int) -> np.ndarray:
+        return sysu_gallery_indices(g_pids, g_cams, mode, shot, trial, gallery_draw,
+                                    file_index=g_file_index, perms=perms)
+
+    rows = _drawn_trials(q_feats, q_pids, q_cams, g_feats, g_pids, g_cams, trials, draw, cand,
+                         protocol="sysu", label=f"SYSU-MM01 {mode}/{shot}", metric=metric,
+                         max_rank=max_rank, chunk=chunk, rerank=rerank)
     return Report.from_results(
         rows,
         name=f"SYSU-MM01 {mode}-search {shot}-shot",
@@ -595,26 +617,14 @@ def run_llcm(
     trials = list(trials)
     if not trials:
         raise MvdError("trials: expected at least one trial seed")
-    dist = None if rerank else distance(q_feats, g_feats, metric)
-    if rerank:
-        from mvd_core.eval.rerank import squared_distances
-
-        qq_sq = squared_distances(q_feats, q_feats)
     arrow = {"v2t": "visible->infrared", "t2v": "infrared->visible"}[direction]
-    rows: list[tuple[int, EvalResult]] = []
-    for trial in trials:
-        idx = llcm_gallery_indices(g_pids, g_cams, trial, file_index=g_file_index)
-        result = evaluate_distances(
-            _rerank(q_feats, np.asarray(g_feats)[idx], qq_sq) if rerank else dist[:, idx],  # type: ignore[index]
-            q_pids, g_pids[idx], q_cams, g_cams[idx],
-            protocol="llcm", max_rank=max_rank, chunk=chunk,
-        )
-        if result.per_query is not None:  # top-K columns of this draw → rows of the whole set
-            pq = result.per_query
-            result = EvalResult(result.cmc, result.mAP, result.mINP, result.num_valid,
-                                per_query=type(pq)(**{**vars(pq), "top": idx[pq.top]}))
-        log.info("LLCM %s trial %s: R1 %.2f mAP %.2f", direction, trial, 100 * result.cmc[0], 100 * result.mAP)
-        rows.append((int(trial), result))
+
+    def draw(trial: int) -> np.ndarray:
+        return llcm_gallery_indices(g_pids, g_cams, trial, file_index=g_file_index)
+
+    rows = _drawn_trials(q_feats, q_pids, q_cams, g_feats, g_pids, g_cams, trials, draw,
+                         np.arange(n_g), protocol="llcm", label=f"LLCM {direction}", metric=metric,
+                         max_rank=max_rank, chunk=chunk, rerank=rerank)
     return Report.from_results(
         rows,
         name=f"LLCM {arrow}",
