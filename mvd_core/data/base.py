@@ -254,6 +254,17 @@ def load_images(
 # --------------------------------------------------------------------------------- shared by the readers
 
 
+def read_text_file(path: Path, missing: str) -> str:
+    """The text of a data set's index file; a missing file is one DataError naming it with
+    ``missing`` (what was expected), an unreadable one names the reason."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing {missing}")
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+
+
 @dataclass(frozen=True)
 class IndexFile:
     """One ``relative/path label`` index file (RegDB's ``idx/*.txt``, LLCM's training lists):
@@ -271,12 +282,7 @@ def read_index_file(root: Path, path: Path, missing: str) -> IndexFile:
     """Lines ``relative/path label`` (blank lines skipped), paths relative to ``root``; every
     image must exist. A bad line is one :class:`DataError` naming the file and line; a missing
     file names it, with ``missing`` (what was expected)."""
-    if not path.is_file():
-        raise DataError(f"{path}: missing {missing}")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
+    text = read_text_file(path, missing)
     rroot = root.resolve()
     rels: list[str] = []
     labels: list[int] = []

@@ -67,6 +67,7 @@ from mvd_core.data.base import (
     TrainSet,
     _require_dir,
     read_index_file,
+    read_text_file,
 )
 from mvd_core.errors import DataError
 
@@ -116,12 +117,7 @@ def load_llcm_train(root: str | os.PathLike[str]) -> TrainSet:
 def read_llcm_test_ids(root: Path) -> list[int]:
     """The ids of the first line of ``idx/test_id.txt`` (comma-separated), ascending."""
     path = root / LLCM_TEST_ID_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: missing LLCM test id file (one line of comma-separated ids)")
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
+    lines = read_text_file(path, "LLCM test id file (one line of comma-separated ids)").splitlines()
     first = lines[0].strip() if lines else ""
     if not first:
         raise DataError(f"{path}:1: expected comma-separated test ids, got an empty line")

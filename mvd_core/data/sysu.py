@@ -52,7 +52,15 @@ import numpy as np
 
 from mvd_core import __version__
 from mvd_core.config import DataConfig
-from mvd_core.data.base import THERMAL, VISIBLE, ImageSet, TestSet, TrainSet, _require_dir
+from mvd_core.data.base import (
+    THERMAL,
+    VISIBLE,
+    ImageSet,
+    TestSet,
+    TrainSet,
+    _require_dir,
+    read_text_file,
+)
 from mvd_core.data.imageio import IMAGE_SUFFIXES, ProgressFn, progress_callback, read_resized
 from mvd_core.errors import DataError
 from mvd_core.io import StagedFile, atomic_write_text, make_dirs, named_oserror, remove_stale_temps
@@ -83,12 +91,7 @@ SYSU_SPLITS = ("train", "val", "test")
 def read_id_file(path: Path) -> list[int]:
     """Ids of a SYSU-MM01 ``exp/*_id.txt`` file (comma-separated ints, one line in the real
     data; blank lines and surrounding spaces are tolerated)."""
-    if not path.is_file():
-        raise DataError(f"{path}: missing id file (expected comma-separated person ids)")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read id file ({e})") from None
+    text = read_text_file(path, "id file (expected comma-separated person ids)")
     ids: list[int] = []
     seen: dict[int, int] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
