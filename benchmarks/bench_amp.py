@@ -2,7 +2,7 @@
 
     python benchmarks/bench_amp.py [--config mvd-ms] [--batch 16] [--steps 20] [--warmup 2]
         [--device cpu|cuda] [--classes 395] [--threads T] [--amp bf16|fp16]
-        [--contenders fp32 amp+cl amp] [--set section.key=value ...] [--json OUT]
+        [--contenders fp32 amp+cl amp] [--same-weights] [--set section.key=value ...] [--json OUT]
 
 Contenders (``--contenders``): ``fp32`` (run.amp=none), ``amp+cl`` (run.amp=<amp> +
 run.channels_last=true), ``amp`` (autocast only), ``fp32+cl``. All start from the SAME weights
@@ -15,6 +15,13 @@ Reported per contender: median step time, images/s, speed-up = fp32 median / con
 median (target >= 2.5x for amp+cl on the CPU at mvd-ms batch 16, 288×144), and the largest
 relative loss gap to fp32 over every step (target <= 1e-2 over 20 steps;
 ``mvd_core.parity.amp.relative_loss_gap``). JSON to ``--json``.
+
+``--same-weights``: every step starts each contender from the fp32 contender's weights (and
+BatchNorm statistics) before that step, so step i's loss is the same network on the same batch
+in two precisions -- the rounding of one step, measured along the fp32 trajectory. Without it
+each contender follows its own trajectory, and those drift apart chaotically whatever the
+precision: fp32 against fp32 + channels_last alone (the same arithmetic, another summation
+order) reached a 7.2e-2 gap in 20 mvd-ms steps (benchmarks/results/amp-control-*).
 """
 
 from __future__ import annotations
@@ -78,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--amp", default="bf16", choices=("bf16", "fp16"))
     ap.add_argument("--contenders", nargs="+", default=["fp32", "amp+cl"], choices=CONTENDERS)
+    ap.add_argument("--same-weights", action="store_true",
+                    help="start every step of every contender from the fp32 weights (module doc)")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -98,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {n: [] for n in names}
     losses: dict[str, list[float]] = {n: [] for n in names}
     for i, b in enumerate(batches):
+        start = backends["fp32"].state() if args.same_weights else None
         for n in names:
+            if start is not None and n != "fp32":
+                backends[n].load_state(start, strict=True)
             _sync(args.device)
             t0 = time.perf_counter()
             out = backends[n].train_step(b, lr)
@@ -126,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "bench_amp.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "recipe": cfg.recipe, "image": [cfg.data.height, cfg.data.width], "batch": args.batch,
         "steps": args.steps, "warmup": args.warmup, "device": args.device, "classes": args.classes,
+        "same_weights": args.same_weights,
         "loss_preset": cfg.loss.preset, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "targets": {"speedup": TARGET_SPEEDUP, "max_rel_loss_gap": TARGET_LOSS_GAP},
