@@ -6,7 +6,8 @@
 #   3. a distributed smoke: torchrun --nproc-per-node 1 (nccl) through `mvd train`;
 #   4. CUDA vs CPU parity (same weights, same batch: forward / losses / gradients under the
 #      fp32 tolerances of mvd_core.parity.tolerances) and the mixed-precision parity on CUDA.
-# Every result lands in $OUT (JSON + logs); a summary table is printed at the end.
+# Every result lands in $OUT (JSON + logs); a summary table is printed at the end; the exit
+# status is 1 when any step failed (each failure is said where it happened).
 #
 #   benchmarks/gpu_check.sh [--dry-run] [--out DIR]
 #
@@ -31,6 +32,8 @@ PY=.venv/bin/python
 MVD=.venv/bin/mvd
 T0=$(date +%s)
 say() { echo "[gpu_check $(( $(date +%s) - T0 ))s] $*"; }
+FAILS=0
+fail() { FAILS=$((FAILS + 1)); say "$*"; }
 
 # ------------------------------------------------------------------ 1. set-up
 if [ "$DRY" = 0 ]; then
@@ -68,7 +71,7 @@ for recipe in $RECIPES; do
     timeout 240 "$PY" benchmarks/bench_amp.py --config "$recipe" --batch "$BATCH" \
       --steps "$STEPS" --warmup "$WARM" --device "$DEV" --classes "$CLASSES" --amp "$amp" \
       --contenders fp32 amp amp+cl "${SIZE[@]}" --json "$OUT/steps-$recipe-$amp.json" \
-      > "$OUT/steps-$recipe-$amp.log" 2>&1 || say "FAILED (see $OUT/steps-$recipe-$amp.log)"
+      > "$OUT/steps-$recipe-$amp.log" 2>&1 || fail "FAILED (see $OUT/steps-$recipe-$amp.log)"
     tail -n 5 "$OUT/steps-$recipe-$amp.log"
   done
 done
@@ -82,15 +85,15 @@ if [ -d "$OUT/data/SYSU-MM01" ]; then
     --master-port 29581 "$MVD" train --config tiny --device "$DEVFLAG" \
     --data-path "$OUT/data/SYSU-MM01" --out "$OUT/runs" --ckpt smoke --epochs 1 \
     --set schedule.steps_per_epoch=3 --set schedule.warmup=1 --set eval.trials=1 \
-    > "$OUT/dist-smoke.log" 2>&1 && say "distributed smoke: ok" || say "distributed smoke FAILED (see $OUT/dist-smoke.log)"
+    > "$OUT/dist-smoke.log" 2>&1 && say "distributed smoke: ok" || fail "distributed smoke FAILED (see $OUT/dist-smoke.log)"
   tail -n 3 "$OUT/dist-smoke.log"
 else
-  say "distributed smoke skipped: mvd synth failed (see $OUT/synth.log)"
+  fail "distributed smoke skipped: mvd synth failed (see $OUT/synth.log)"
 fi
 
 # ------------------------------------------------------------------ 4. parity
 say "parity: torch $DEV vs CPU (fp32 tolerances), and mixed precision on $DEV"
-timeout 240 "$PY" - "$DEV" "$OUT/parity.json" <<'EOF' 2>&1 | tee "$OUT/parity.log" || say "parity FAILED"
+timeout 240 "$PY" - "$DEV" "$OUT/parity.json" <<'EOF' 2>&1 | tee "$OUT/parity.log" || fail "parity FAILED"
 import json, sys
 import numpy as np
 from mvd_core.parity.amp import run_amp_parity
@@ -137,3 +140,7 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("steps-*.json")):
               f"{1000 * r['step_s']:8.1f} ms  {r['speedup_vs_fp32']:5.2f}x  gap {r['max_rel_loss_gap']:.1e}")
 EOF
 say "done: results in $OUT"
+if [ "$FAILS" != 0 ]; then
+  say "$FAILS step(s) failed"
+  exit 1
+fi
