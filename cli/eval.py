@@ -70,7 +70,7 @@ def evaluate(
     dataset: DatasetOpt = None,
     data_path: Annotated[Optional[Path], typer.Option("--data-path", help="Data set root (default: the run's).")] = None,
     sysu_mode: SysuModeOpt = None,
-    regdb_mode: Annotated[Optional[str], typer.Option("--regdb-mode", "--regdb_mode", help=f"Only this RegDB direction: {'|'.join(REGDB_MODES)}; default both.")] = None,
+    regdb_mode: Annotated[Optional[str], typer.Option("--regdb-mode", "--regdb_mode", help=f"Only this RegDB / LLCM direction: {'|'.join(REGDB_MODES)}; default both.")] = None,
     trial: Annotated[Optional[int], typer.Option("--trial", help="RegDB split 1..10 (default: the run's).")] = None,
     trials: Annotated[Optional[int], typer.Option("--trials", help="SYSU-MM01 gallery draws (default 10).")] = None,
     multi_shot: Annotated[bool, typer.Option("--multi-shot", help="SYSU-MM01: multi-shot galleries as well.")] = False,

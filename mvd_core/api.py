@@ -273,12 +273,12 @@ class Model:
         """The run's test protocol (or ``testset``'s) → a :class:`~mvd_core.eval.protocols.Report`;
         ``rerank``: k-reciprocal re-ranking. ``overrides`` (``section.key=value``, e.g.
         ``data.root=...``) apply to this call only."""
-        from mvd_core.data.sets import load_test
+        from mvd_core.data.sets import direction_of, load_test
         from mvd_core.eval.features import evaluate_backend
 
         cfg = apply_overrides(self.cfg, list(overrides)) if overrides else self.cfg
         if testset is None:
-            testset = load_test(cfg.data, cfg.eval.regdb_mode)
+            testset = load_test(cfg.data, direction_of(cfg))
         return evaluate_backend(self.features(flip), testset, cfg, trials=trials, rerank=rerank)
 
     def rank(self, query: Images, gallery: Images, *, top: int = 10,

@@ -193,6 +193,9 @@ class EvalConfig:
     shot: Annotated[str, Choice("single", "multi", doc="SYSU-MM01 gallery shots")] = "single"
     trials: Annotated[int, Range(ge=1)] = 10
     regdb_mode: Annotated[str, Choice("v2t", "t2v", doc="RegDB direction: v2t = visible queries, thermal gallery")] = "v2t"
+    # LLCM's direction of the run's reports: the public code's default is "IR to VIS"
+    # (DEEN/test.py test_mode = [1, 2]): infrared queries, the visible draw as gallery
+    llcm_mode: Annotated[str, Choice("t2v", "v2t", doc="LLCM direction: t2v = infrared queries, visible gallery (the public default)")] = "t2v"
     metric: Annotated[str, Choice("euclidean", "cosine", doc="Query-gallery distance")] = "euclidean"
     batch_size: Annotated[int, Range(ge=1)] = 64
     # SYSU-MM01 single/multi-shot gallery draw per trial: agw (AGW/MVD test scripts'

@@ -268,7 +268,7 @@ HONOURED: dict[str, str] = {
         "kind", "epochs", "warmup", "warmup_from", "start_decay", "end_decay", "milestones",
         "gamma", "steps_per_epoch")},
     **{f"eval.{k}": "core" for k in (
-        "every", "sysu_mode", "shot", "trials", "regdb_mode", "metric", "batch_size",
+        "every", "sysu_mode", "shot", "trials", "regdb_mode", "llcm_mode", "metric", "batch_size",
         "gallery_draw", "sysu_eval_dir")},
     **{f"run.{k}": "core" for k in ("backend", "out", "tag", "log_every", "ckpt_every", "val_ids", "nproc")},
     "run.seed": "backends",

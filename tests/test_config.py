@@ -155,7 +155,7 @@ EXPECTED_CHOICES = {
     "loss.triplet": ("batch_hard", "ranked_list"), "loss.kl": ("proper", "legacy"),
     "loss.cml_lse": ("legacy", "exact"), "optim.name": ("adam", "sgd"), "schedule.kind": ("ms", "pt"),
     "eval.sysu_mode": ("all", "indoor"), "eval.shot": ("single", "multi"),
-    "eval.regdb_mode": ("v2t", "t2v"), "eval.metric": ("euclidean", "cosine"),
+    "eval.regdb_mode": ("v2t", "t2v"), "eval.llcm_mode": ("t2v", "v2t"), "eval.metric": ("euclidean", "cosine"),
     "eval.gallery_draw": ("agw", "official", "seeded"), "run.backend": ("torch", "mindspore"),
     "run.amp": ("none", "bf16", "fp16"), "run.ms_mode": ("graph", "pynative"),
     "run.precision": ("fp32", "fp64"),

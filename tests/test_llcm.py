@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mvd_core.config import DataConfig, EvalConfig
+from mvd_core.config import DataConfig, EvalConfig, load_config, replace
 from mvd_core.data.llcm import load_llcm_test, load_llcm_train
-from mvd_core.data.sets import load_test, load_train
+from mvd_core.data.sets import direction_of, load_test, load_train
 from mvd_core.data.synth import MARKER, synth_llcm
 from mvd_core.errors import DataError
 from mvd_core.eval.protocols import evaluate_all, llcm_gallery_indices, run_llcm
@@ -97,6 +97,11 @@ def test_reader_hand_made(llcm: Path) -> None:
     cfg = DataConfig(dataset="llcm", root=str(llcm))
     assert load_train(cfg).num_classes == 2
     assert load_test(cfg, "t2v").query.paths == t2v.query.paths
+    # a run's direction: eval.llcm_mode, by default the public code's "IR to VIS"
+    assert load_test(cfg).direction == "t2v"
+    full = load_config("tiny", [f"data.root={llcm}", "data.dataset=llcm"])
+    assert direction_of(full) == "t2v" and direction_of(replace(full, eval={"llcm_mode": "v2t"})) == "v2t"
+    assert direction_of(replace(full, data={"dataset": "regdb"})) == "v2t"  # RegDB: eval.regdb_mode
 
 
 # ---------------------------------------------------------------- the public code, re-written plainly
@@ -271,7 +276,7 @@ def test_missing_files_and_folders(llcm: Path, tmp_path: Path) -> None:
     (llcm / "idx" / "test_id.txt").unlink()
     with pytest.raises(DataError, match=r"test_id.txt: missing LLCM test id file"):
         load_llcm_test(llcm)
-    with pytest.raises(DataError, match="expected v2t or t2v"):
+    with pytest.raises(DataError, match="eval.llcm_mode: expected t2v or v2t"):
         load_llcm_test(llcm, "both")
 
 
@@ -336,7 +341,9 @@ def test_cli_synth_train_eval(tmp_path: Path) -> None:
          "--data-path", str(data), "--ckpt", "run", "--out", str(runs), "--epochs", "1",
          *[a for kv in sets for a in ("--set", kv)])
     run = runs / "run"
-    assert json.loads((run / "report.json").read_text())["settings"]["dataset"] == "llcm"
+    final = json.loads((run / "report.json").read_text())
+    assert final["settings"]["dataset"] == "llcm"
+    assert final["name"] == "LLCM infrared->visible"  # eval.llcm_mode: the public default
     r = _mvd("eval", "--resume", str(run))
     for key, name in (("llcm-v2t", "LLCM visible->infrared"), ("llcm-t2v", "LLCM infrared->visible")):
         rep = json.loads((run / f"eval-{key}.json").read_text())

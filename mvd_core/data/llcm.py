@@ -165,7 +165,7 @@ def load_llcm_test(root: str | os.PathLike[str], mode: str = "t2v") -> TestSet:
     root = Path(root)
     _require_dir(root, "LLCM root")
     if mode not in ("v2t", "t2v"):
-        raise DataError(f"eval.regdb_mode: expected v2t or t2v (LLCM direction), got {mode!r}")
+        raise DataError(f"eval.llcm_mode: expected t2v or v2t, got {mode!r}")
     ids = read_llcm_test_ids(root)
     vis = _test_images(root, VISIBLE, ids)
     nir = _test_images(root, THERMAL, ids)

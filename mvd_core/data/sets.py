@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mvd_core.config import DataConfig
+from mvd_core.config import Config, DataConfig, EvalConfig
 from mvd_core.data.base import TestSet, TrainSet
 from mvd_core.data.regdb import load_regdb_test, load_regdb_train
 from mvd_core.data.sysu import find_sysu_cache, load_sysu_cache, load_sysu_raw_train, load_sysu_test
@@ -42,19 +42,32 @@ def load_train(cfg: DataConfig) -> TrainSet:
     raise DataError(f"data.dataset: expected sysu, regdb, llcm or manifest, got {cfg.dataset!r}")
 
 
-def load_test(cfg: DataConfig, regdb_mode: str = "v2t") -> TestSet:
+def direction_of(cfg: Config) -> str:
+    """The direction of the run's test set: ``eval.llcm_mode`` on LLCM, ``eval.regdb_mode`` on
+    RegDB and a manifest (SYSU-MM01 has one: infrared queries)."""
+    return _direction(cfg.data.dataset, cfg.eval)
+
+
+def _direction(dataset: str, ev: EvalConfig) -> str:
+    return ev.llcm_mode if dataset == "llcm" else ev.regdb_mode
+
+
+def load_test(cfg: DataConfig, direction: str | None = None) -> TestSet:
     """The test set of ``cfg.dataset`` (SYSU-MM01: always the raw folder ``cfg.root``; RegDB:
-    split ``cfg.trial`` in direction ``regdb_mode``; LLCM: direction ``regdb_mode``)."""
+    split ``cfg.trial``). ``direction`` (``v2t`` | ``t2v``) for RegDB, LLCM and a manifest; None:
+    the data set's default (the default :class:`EvalConfig`'s: LLCM ``t2v``, the others ``v2t``)."""
+    if direction is None:
+        direction = _direction(cfg.dataset, EvalConfig())
     if cfg.dataset == "sysu":
         return load_sysu_test(_root(cfg))
     if cfg.dataset == "regdb":
-        return load_regdb_test(_root(cfg), cfg.trial, regdb_mode)
-    if cfg.dataset == "llcm":  # regdb_mode = the direction here too (both are evaluated by mvd eval)
+        return load_regdb_test(_root(cfg), cfg.trial, direction)
+    if cfg.dataset == "llcm":
         from mvd_core.data.llcm import load_llcm_test
 
-        return load_llcm_test(_root(cfg), regdb_mode)
+        return load_llcm_test(_root(cfg), direction)
     if cfg.dataset == "manifest":
         from mvd_core.data.manifest import load_manifest_test
 
-        return load_manifest_test(_root(cfg), regdb_mode)
+        return load_manifest_test(_root(cfg), direction)
     raise DataError(f"data.dataset: expected sysu, regdb, llcm or manifest, got {cfg.dataset!r}")

@@ -198,7 +198,7 @@ def _evaluation(reports: list[tuple[str, dict[str, Any], Path]]) -> str:
 
 def _examples(run_dir: Path, cfg: Any) -> str:
     """Ranked lists of the best and worst queries of the final report's first trial."""
-    from mvd_core.data.sets import load_test
+    from mvd_core.data.sets import direction_of, load_test
     from mvd_core.eval.evaldata import read_eval_npz
     from mvd_core.eval.rankviz import image_of, ranked_list_picture
 
@@ -210,7 +210,7 @@ def _examples(run_dir: Path, cfg: Any) -> str:
         return "<p class=note>no valid query in the final report</p>"
     trial, data = next(iter(trials.items()))
     try:
-        test = load_test(cfg.data, cfg.eval.regdb_mode)
+        test = load_test(cfg.data, direction_of(cfg))
     except MvdError as e:
         return f"<p class=note>test images not readable ({html.escape(str(e))}): no ranked lists</p>"
     q, g = test.query, test.gallery

@@ -216,10 +216,10 @@ def train(
 
 def final_evaluation(backend: Backend, cfg: Config, run_dir: Path, runlog: RunLog, state: LoopState) -> Report:
     """The full test protocol of the run's data set (``report.{json,txt}`` in the run folder)."""
-    from mvd_core.data.sets import load_test
+    from mvd_core.data.sets import direction_of, load_test
     from mvd_core.eval.features import evaluate_backend
 
-    test_set = load_test(cfg.data, cfg.eval.regdb_mode)
+    test_set = load_test(cfg.data, direction_of(cfg))
     report = evaluate_backend(backend, test_set, cfg)
     write_report(report, run_dir, "report")
     values = summary(report)
@@ -282,7 +282,7 @@ def evaluate_checkpoint(
     ``flip``: test features = the mean raw feature of each image and its mirror, then the
     normalisation (:mod:`mvd_core.eval.testtime`); ``rerank``: k-reciprocal re-ranking.
     """
-    from mvd_core.data.sets import load_test
+    from mvd_core.data.sets import direction_of, load_test
     from mvd_core.devices import normalize_device
     from mvd_core.eval.features import evaluate_backend_all
 
@@ -316,7 +316,7 @@ def evaluate_checkpoint(
     else:
         model = create_backend(cfg, _num_classes(ckpt.params, ck_path))
         model.load_state(ckpt.params, strict=True)
-    test_set = load_test(cfg.data, cfg.eval.regdb_mode)
+    test_set = load_test(cfg.data, direction_of(cfg))
     modes = tuple(sysu_modes) if sysu_modes is not None else ("all", "indoor")
     reports = evaluate_backend_all(model, test_set, cfg, sysu_modes=modes, shots=tuple(shots),
                                    regdb_modes=tuple(regdb_modes), rerank=rerank)

@@ -162,7 +162,7 @@ class Loop:
                 close()
 
     def evaluate(self, kind: str, state: LoopState) -> None:
-        from mvd_core.data.sets import load_test
+        from mvd_core.data.sets import direction_of, load_test
         from mvd_core.eval.features import evaluate_backend
 
         cfg = self.cfg
@@ -170,7 +170,7 @@ class Loop:
             assert self.val_set is not None
             rep = evaluate_backend(self.backend, self.val_set, cfg)
         else:
-            rep = evaluate_backend(self.backend, load_test(cfg.data, cfg.eval.regdb_mode), cfg, trials=1)
+            rep = evaluate_backend(self.backend, load_test(cfg.data, direction_of(cfg)), cfg, trials=1)
         values = summary(rep)
         self.runlog.write({"epoch": state.epoch, "global_step": state.global_step, "eval": kind, **values})
         what = "validation" if kind == "val" else "test (monitoring only)"
