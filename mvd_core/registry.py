@@ -48,6 +48,9 @@ class BackendFacts:
     precisions: tuple[str, ...]  # run.precision values
     precision_why: str  # why not the others
     devices: tuple[Device, ...]
+    launcher: str  # its multi-process launcher (mvd_core.train.distributed.LAUNCHERS)
+    #: the RNG entries of its checkpoints: key -> (dtype, ndim); a trailing "?" marks an optional key
+    rng_layout: Mapping[str, tuple[str, int]]
     limits: Mapping[str, tuple[object, ...]] = dataclasses.field(default_factory=dict)  # key -> the only values accepted
 
     def device(self, name: str) -> Device | None:
@@ -81,6 +84,8 @@ BACKENDS: dict[str, BackendFacts] = {
                 "run.amp=bf16 (AMX/AVX-512 bf16 kernels) or a CUDA device"}),
             Device("cuda", ("cuda", "gpu"), True, ("none", "bf16", "fp16")),
         ),
+        launcher="torchrun",
+        rng_layout={"torch.cpu": ("uint8", 1), "torch.cuda?": ("uint8", 1)},
     ),
     "mindspore": BackendFacts(
         name="mindspore",
@@ -101,6 +106,8 @@ BACKENDS: dict[str, BackendFacts] = {
                 "bf16": "MindSpore bfloat16 training is supported on Ascend only; use fp16"}),
             Device("Ascend", ("ascend", "npu"), True, ("none", "fp16", "bf16")),
         ),
+        launcher="msrun",
+        rng_layout={"dropout.seed": ("int64", 0), "dropout.draws": ("int64", 0)},
         limits={
             "run.channels_last": (False,),  # a torch memory format; MindSpore picks its own layouts
         },

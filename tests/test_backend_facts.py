@@ -137,6 +137,7 @@ def fake_backend(monkeypatch):
         info="fake_mvd_info", converter="fake_mvd_convert", resnet50_reader="read_fake_resnet",
         suffixes=(".fakew",), precisions=("fp32", "fp8"), precision_why="",
         devices=(Device("TPU", ("tpu",), True, ("none", "fp8"), {"bf16": "no bf16 here"}),),
+        launcher="msrun", rng_layout={"fake.state": ("int64", 1)},
     )
     gone = dataclasses.replace(fake, name="gone", framework="no_such_framework_h2b",
                                extra="mvd[gone]", suffixes=(".gonew",), devices=(), converter="no_such_mod_h2b")
@@ -239,3 +240,22 @@ def test_mvd_info_without_a_framework():
     assert ("mindspore  not available (ModuleNotFoundError: No module named 'mindspore'); "
             "install mvd[mindspore]") in out.stdout
     assert any(ln.startswith("torch ") and "devices: cpu" in ln for ln in out.stdout.splitlines())
+
+
+def test_launcher_and_rng_layout_read_the_table(fake_backend, tmp_path):
+    """The multi-process launcher and a checkpoint's RNG entries are the backend's facts: a
+    third backend launches under the launcher it names and its checkpoints carry its RNG keys."""
+    from mvd_core.errors import CheckpointError
+    from mvd_core.train import distributed
+    from mvd_core.weights.checkpoint import Checkpoint, validate
+
+    cmd = distributed.launch_command("fake", 2, ["train"], port=1234, log_dir=tmp_path, script=tmp_path / "mvd")
+    assert Path(cmd[0]).name == "msrun" and "--worker_num" in cmd
+    with pytest.raises(MvdError, match="started by torchrun; the fake backend trains multi-process under msrun"):
+        distributed.check_backend(distributed.DistEnv(world_size=2, launcher="torchrun"), "fake")
+    with pytest.raises(MvdError, match="unknown backend"):
+        distributed.launch_command("nope", 2, ["train"], port=1, log_dir=tmp_path)
+    meta = {"backend": "fake", "epoch": 1, "global_step": 1}
+    with pytest.raises(CheckpointError, match="rng state of a fake run: missing fake.state"):
+        validate(Checkpoint(params={}, rng={"torch.cpu": np.zeros(4, np.uint8)}, meta=meta), "f.safetensors")
+    validate(Checkpoint(params={}, rng={"fake.state": np.zeros(2, np.int64)}, meta=meta), "f.safetensors")

@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mvd_core import registry
 from mvd_core.errors import MvdError
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def current() -> DistEnv:
 
 def check_backend(env: DistEnv, backend: str) -> None:
     """A worker must be launched by its own framework's launcher."""
-    want = {"torch": "torchrun", "mindspore": "msrun"}.get(backend)
+    want = registry.BACKENDS[backend].launcher if backend in registry.BACKENDS else None
     if env.enabled and want is not None and env.launcher != want:
         raise MvdError(
             f"--backend {backend}: this process was started by {env.launcher}; the {backend} "
@@ -174,19 +175,20 @@ def launch_command(
     """The launcher command line running ``mvd <argv>`` in ``nproc`` local workers."""
     if nproc < 1:
         raise MvdError(f"--nproc {nproc}: expected at least 1")
+    launcher = registry.facts(backend).launcher  # an unknown backend: one line
     script = script if script is not None else mvd_script()
     args = strip_nproc(argv)
-    if backend == "torch":
+    if launcher == "torchrun":
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
                 "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1",
                 "--master-port", str(port), str(script), *args]
-    if backend == "mindspore":
+    if launcher == "msrun":
         msrun = Path(sys.executable).with_name("msrun")
         exe = str(msrun) if msrun.is_file() else (shutil.which("msrun") or "msrun")
         return [exe, "--worker_num", str(nproc), "--local_worker_num", str(nproc),
                 "--master_addr", "127.0.0.1", "--master_port", str(port), "--log_dir",
                 str(log_dir), "--join", "True", "--cluster_time_out", "300", str(script), *args]
-    raise MvdError(f"--backend {backend!r}: unknown backend (expected torch, mindspore)")
+    raise MvdError(f"--backend {backend}: no launch command for its launcher {launcher!r}")
 
 
 def worker_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -216,17 +218,18 @@ def launch(backend: str, nproc: int, argv: Sequence[str], log_dir: Path) -> int:
     Returns the launcher's exit status; an MvdError names the failing workers' last error."""
     if shutil.which("mvd") is None and not Path(sys.executable).with_name("mvd").is_file():
         raise MvdError("mvd train --nproc: the 'mvd' command is not installed")
-    if backend == "mindspore":
+    msrun = registry.facts(backend).launcher == "msrun"  # msrun logs each worker to a file
+    if msrun:
         log_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = launch_command(backend, nproc, argv, port=port, log_dir=log_dir)
     log.info("starting %d %s workers: %s", nproc, backend, " ".join(cmd))
     rc = subprocess.run(cmd, env=worker_env(), check=False).returncode
     if rc != 0:
-        where = _tail(log_dir) if backend == "mindspore" else ""
+        where = _tail(log_dir) if msrun else ""
         raise MvdError(
             f"mvd train --nproc {nproc}: a worker failed (exit {rc})"
-            + (f": {where}" if where else "") + (f"; worker logs in {log_dir}" if backend == "mindspore" else "")
+            + (f": {where}" if where else "") + (f"; worker logs in {log_dir}" if msrun else "")
         )
     return rc
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mvd_core import __version__
+from mvd_core import __version__, registry
 from mvd_core.errors import CheckpointError
 from mvd_core.io import atomic_write_bytes
 from mvd_core.weights import optim_state
@@ -133,11 +133,6 @@ _META_TYPES: dict[str, tuple[type, ...]] = {
     "backend": (str,),
     "mvd_version": (str,),
 }
-#: RNG layouts per backend: key -> (dtype, ndim); "?" marks an optional key
-_RNG_LAYOUT: dict[str, dict[str, tuple[str, int]]] = {
-    "torch": {"torch.cpu": ("uint8", 1), "torch.cuda?": ("uint8", 1)},
-    "mindspore": {"dropout.seed": ("int64", 0), "dropout.draws": ("int64", 0)},
-}
 _BN_COUNTER = "num_batches_tracked"
 
 
@@ -237,7 +232,8 @@ def validate(ckpt: Checkpoint, src: str) -> None:
                 dtype, shape = "float32", None
             _check_tensor(a, dtype, shape, f"tensor optim/{k}", src)
     backend = ckpt.meta.get("backend")
-    layout = _RNG_LAYOUT.get(backend) if isinstance(backend, str) else None
+    # RNG layouts per backend: mvd_core.registry.BACKENDS[...].rng_layout
+    layout = registry.BACKENDS[backend].rng_layout if isinstance(backend, str) and backend in registry.BACKENDS else None
     if layout is not None and (ckpt.rng or "config" in ckpt.meta):
         keys = {k.rstrip("?"): (k.endswith("?"), v) for k, v in layout.items()}
         missing = [k for k, (opt, _) in keys.items() if not opt and k not in ckpt.rng]
