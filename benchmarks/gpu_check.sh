@@ -9,7 +9,7 @@
 # Every result lands in $OUT (JSON + logs); a summary table is printed at the end; the exit
 # status is 1 when any step failed (each failure is said where it happened).
 #
-#   benchmarks/gpu_check.sh [--dry-run] [--out DIR]
+#   [VENV=.venv] benchmarks/gpu_check.sh [--dry-run] [--out DIR]
 #
 # --dry-run: no install, no GPU: every step runs on the CPU at toy size (tiny recipe, batch 16,
 # 3 steps, gloo instead of nccl, fp16 skipped) -- checks that the script and its commands work.
@@ -28,8 +28,9 @@ done
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-check-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
-PY=.venv/bin/python
-MVD=.venv/bin/mvd
+VENV="${VENV:-.venv}"  # the project venv (as the Makefile: VENV=... overrides)
+PY="$VENV/bin/python"
+MVD="$VENV/bin/mvd"
 T0=$(date +%s)
 say() { echo "[gpu_check $(( $(date +%s) - T0 ))s] $*"; }
 FAILS=0
@@ -38,15 +39,15 @@ fail() { FAILS=$((FAILS + 1)); say "$*"; }
 # ------------------------------------------------------------------ 1. set-up
 if [ "$DRY" = 0 ]; then
   if [ ! -x "$PY" ]; then
-    say "creating .venv"
-    python3 -m venv .venv
+    say "creating $VENV"
+    python3 -m venv "$VENV"
   fi
   if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     say "installing a CUDA torch and the project"
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128  # as README
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128  # as README
   fi
-  "$PY" -c "import mvd_core" 2>/dev/null || .venv/bin/pip install -q -e '.[torch,dev]'
+  "$PY" -c "import mvd_core" 2>/dev/null || "$VENV/bin/pip" install -q -e '.[torch,dev]'
   nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
   DEV=cuda; RECIPES="mvd-ms mvd-pt"; BATCH=64; STEPS=8; WARM=3; AMPS="bf16 fp16"
   SIZE=(--set data.height=288 --set data.width=144); CLASSES=395
