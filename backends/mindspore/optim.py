@@ -49,7 +49,7 @@ def copy_in_place(pairs) -> None:
         p.copy_(Tensor(a))
     for p, a in todo:
         got = p.asnumpy()
-        if got.shape != a.shape or not np.array_equal(got, a.astype(got.dtype), equal_nan=True):
+        if got.shape != a.shape or not np.array_equal(got, a.astype(got.dtype, copy=False), equal_nan=True):
             raise MvdError(f"MindSpore: copying into parameter {p.name} did not land "
                            f"(read back {got.shape}, expected {a.shape})")
 

@@ -129,7 +129,7 @@ def _rerank(q_feats: np.ndarray, g_feats: np.ndarray, qq_sq: np.ndarray | None =
 
 
 # --------------------------------------------------------------------------------------------
-# SYSU-MM01
+# the trial loop of the drawn-gallery protocols
 
 
 def _drawn_trials(
@@ -150,8 +150,8 @@ def _drawn_trials(
     chunk: int | None,
     rerank: bool,
 ) -> list[tuple[int, EvalResult]]:
-    """Every query against each trial's gallery draw (``draw(trial)``: sorted rows of the
-    gallery, within the sorted candidate rows ``cand``): the query x candidate distances are
+    """Every query against each trial's gallery draw (``draw(trial)``: rows of the gallery, all
+    among the candidate rows ``cand``, which are sorted): the query x candidate distances are
     computed once and each trial takes its columns (re-ranking: the query x query block once,
     each draw re-ranked); each result's per-query top-K are mapped back to rows of the whole
     gallery. The trial loop of the drawn-gallery protocols (SYSU-MM01, LLCM)."""
@@ -177,6 +177,10 @@ def _drawn_trials(
         log.info("%s trial %s: R1 %.2f mAP %.2f", label, trial, 100 * result.cmc[0], 100 * result.mAP)
         rows.append((int(trial), result))
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# SYSU-MM01
 
 
 def sysu_file_index(
