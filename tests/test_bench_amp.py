@@ -5,22 +5,17 @@ every step and bf16 its rounding of them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from bench_scripts import load_benchmark
 
 pytestmark = pytest.mark.torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_amp.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_amp", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_amp")
 
 
 def test_bench_amp_same_weights(tmp_path) -> None:

@@ -3,26 +3,21 @@ own setting, the ratios are computed from the per-step times it reports, the spl
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-from pathlib import Path
 
 import pytest
+from bench_scripts import load_benchmark
 
 from mvd_core import demo as D
 
 pytestmark = pytest.mark.torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_demo.py"
 MINI = D.DemoData(train_ids=6, val_ids=1, test_ids=8, images_per_cam=2, size_scale=0.5)
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_demo", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_demo")
 
 
 def test_parse_contender() -> None:

@@ -17,25 +17,21 @@ half, torch -0.01. The bound leaves room for the end of the warm-up in a short r
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+from bench_scripts import load_benchmark
 
 pytestmark = [pytest.mark.slow, pytest.mark.mindspore]
 
 STEPS = int(os.environ.get("MVD_MEMORY_TEST_STEPS", "1000"))
 EVERY = 20
 BOUND_KB_PER_STEP = 5.0
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_memory.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_memory", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_memory")
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
